@@ -1,0 +1,31 @@
+# midge: the README's two set-up commands are `make run` and `make test`.
+CARGO ?= cargo
+
+.PHONY: run build test test-deps unit bench fmt clean
+
+run:
+	$(CARGO) build --release
+	./target/release/midge $(ARGS)
+
+build:
+	$(CARGO) build --release
+
+# Installs what the interop tests need (Debian clients, paho-mqtt, MQTT.js, Chromium), then runs
+# every test: unit, raw-socket integration and real-client interop.
+test: test-deps
+	$(CARGO) test --release
+
+test-deps:
+	bash tests/interop/install-deps.sh
+
+unit:
+	$(CARGO) test --lib
+
+bench:
+	bash benches/run.sh
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,361 @@
+//! Configuration: defaults, the command line, and mosquitto.conf syntax (the files our users
+//! already have). Options midge does not implement yet are warned about, naming the line, and
+//! otherwise ignored; invalid values are errors naming file:line.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::ws::HandshakeConfig;
+
+pub const DEFAULT_MQTT_PORT: u16 = 1883;
+pub const DEFAULT_WS_PORT: u16 = 8083;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Mqtt,
+    WebSockets,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    /// Handshake settings, for a WebSocket listener.
+    pub ws: HandshakeConfig,
+}
+
+impl ListenerConfig {
+    pub fn mqtt(addr: SocketAddr) -> Self {
+        ListenerConfig { addr, protocol: Protocol::Mqtt, ws: HandshakeConfig::default() }
+    }
+
+    pub fn websockets(addr: SocketAddr) -> Self {
+        ListenerConfig { addr, protocol: Protocol::WebSockets, ws: HandshakeConfig::default() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<ListenerConfig>,
+    /// Largest packet accepted, fixed header included (the spec's maximum by default).
+    pub max_packet_size: usize,
+    /// Outbound QoS 1/2 messages in flight per client.
+    pub max_inflight: usize,
+    /// QoS 1/2 messages queued per client beyond the in-flight window or while offline; further
+    /// messages are dropped.
+    pub max_queued: usize,
+    /// Time allowed from accept to CONNECT (WebSocket handshake included).
+    pub connect_timeout: Duration,
+    pub allow_anonymous: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![
+                ListenerConfig::mqtt(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_MQTT_PORT)),
+                ListenerConfig::websockets(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_WS_PORT)),
+            ],
+            max_packet_size: 268_435_455,
+            max_inflight: 20,
+            max_queued: 1000,
+            connect_timeout: Duration::from_secs(10),
+            allow_anonymous: true,
+        }
+    }
+}
+
+impl Config {
+    /// A TCP and a WebSocket listener on 127.0.0.1, ephemeral ports (for tests).
+    pub fn loopback_ephemeral() -> Config {
+        let lo = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        Config { listeners: vec![ListenerConfig::mqtt(lo), ListenerConfig::websockets(lo)], ..Config::default() }
+    }
+
+    /// Read a mosquitto.conf-style file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_path_buf(), error: e.to_string() })?;
+        let (config, warnings) = parse_mosquitto_conf(&text, path)?;
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        Ok(config)
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    Read {
+        path: PathBuf,
+        error: String,
+    },
+    /// A line whose value is invalid.
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// A bad command-line argument.
+    Usage(String),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => write!(f, "cannot read {}: {error}", path.display()),
+            ConfigError::Invalid { path, line, message } => write!(f, "{}:{line}: {message}", path.display()),
+            ConfigError::Usage(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// mosquitto options we know and will implement in later issues: accepted with a warning.
+const LATER_OPTIONS: &[&str] = &[
+    "password_file",
+    "acl_file",
+    "persistence",
+    "persistence_location",
+    "persistence_file",
+    "autosave_interval",
+    "log_dest",
+    "log_type",
+    "log_timestamp",
+    "log_timestamp_format",
+    "connection_messages",
+    "cafile",
+    "capath",
+    "certfile",
+    "keyfile",
+    "require_certificate",
+    "tls_version",
+    "ciphers",
+    "sys_interval",
+    "bridge_cafile",
+    "connection",
+    "address",
+    "topic",
+    "max_connections",
+    "message_size_limit",
+    "max_keepalive",
+    "persistent_client_expiration",
+    "retain_available",
+    "set_tcp_nodelay",
+    "per_listener_settings",
+    "user",
+    "pid_file",
+    "include_dir",
+    "websockets_log_level",
+    "http_dir",
+    "socket_domain",
+    "mount_point",
+    "use_username_as_clientid",
+    "queue_qos0_messages",
+    "upgrade_outgoing_qos",
+    "allow_zero_length_clientid",
+    "auto_id_prefix",
+    "max_queued_bytes",
+    "max_inflight_bytes",
+    "check_retain_source",
+    "memory_limit",
+    "plugin",
+    "auth_plugin",
+    "websockets_headers_size",
+    "allow_duplicate_messages",
+];
+
+/// Parse mosquitto.conf syntax. Returns the config and one warning per ignored line.
+pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+    let mut config = Config { listeners: Vec::new(), ..Config::default() };
+    let mut warnings = Vec::new();
+    // `port` sets the default listener; it is added at the end unless listeners replace it.
+    let mut default_port: Option<u16> = None;
+    let mut saw_listener = false;
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let Some(key) = words.next() else { continue };
+        let args: Vec<&str> = words.collect();
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), line: line_no, message };
+        let one = |what: &str| -> Result<&str, ConfigError> {
+            match args.as_slice() {
+                [v] => Ok(*v),
+                _ => Err(invalid(format!("{key} takes one {what}"))),
+            }
+        };
+        match key {
+            "port" => {
+                let v = one("port number")?;
+                default_port = Some(parse_port(v).map_err(|m| invalid(m))?);
+            }
+            "bind_address" => {
+                let v = one("address")?;
+                let ip: IpAddr = v.parse().map_err(|_| invalid(format!("invalid bind_address '{v}'")))?;
+                if let Some(first) = config.listeners.first_mut().filter(|_| !saw_listener) {
+                    first.addr.set_ip(ip);
+                } else {
+                    config.listeners.insert(0, ListenerConfig::mqtt(SocketAddr::new(ip, DEFAULT_MQTT_PORT)));
+                }
+            }
+            "listener" => {
+                let (port, addr) = match args.as_slice() {
+                    [p] => (*p, None),
+                    [p, a] => (*p, Some(*a)),
+                    _ => return Err(invalid("listener takes a port and an optional bind address".into())),
+                };
+                let port = parse_port(port).map_err(|m| invalid(m))?;
+                let ip = match addr {
+                    None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    Some(a) => a.parse().map_err(|_| invalid(format!("invalid listener address '{a}'")))?,
+                };
+                saw_listener = true;
+                config.listeners.push(ListenerConfig::mqtt(SocketAddr::new(ip, port)));
+            }
+            "protocol" => {
+                let v = one("protocol")?;
+                let Some(last) = config.listeners.last_mut().filter(|_| saw_listener) else {
+                    return Err(invalid("protocol must follow a listener line".into()));
+                };
+                last.protocol = match v {
+                    "mqtt" => Protocol::Mqtt,
+                    "websockets" => Protocol::WebSockets,
+                    other => return Err(invalid(format!("unknown protocol '{other}' (mqtt or websockets)"))),
+                };
+            }
+            "allow_anonymous" => config.allow_anonymous = parse_bool(one("true/false")?).map_err(|m| invalid(m))?,
+            "max_inflight_messages" => {
+                let n = parse_number(one("number")?).map_err(|m| invalid(m))?;
+                // mosquitto: 0 means no limit.
+                config.max_inflight = if n == 0 { u16::MAX as usize } else { n };
+            }
+            "max_queued_messages" => {
+                let n = parse_number(one("number")?).map_err(|m| invalid(m))?;
+                config.max_queued = if n == 0 { usize::MAX } else { n };
+            }
+            "max_packet_size" => {
+                let n = parse_number(one("number")?).map_err(|m| invalid(m))?;
+                if n < 20 {
+                    return Err(invalid("max_packet_size must be at least 20".into()));
+                }
+                config.max_packet_size = n;
+            }
+            // midge's own WebSocket settings, in the same style; they apply to the last listener.
+            "websockets_path" | "websockets_origin" | "websockets_trusted_proxy" | "websockets_require_subprotocol" => {
+                let v = one("value")?;
+                let Some(last) = config.listeners.last_mut().filter(|_| saw_listener) else {
+                    return Err(invalid(format!("{key} must follow a listener line")));
+                };
+                match key {
+                    "websockets_path" if v.starts_with('/') => last.ws.path = v.to_string(),
+                    "websockets_path" => return Err(invalid("websockets_path must start with '/'".into())),
+                    "websockets_origin" => last.ws.allowed_origins.push(v.to_string()),
+                    "websockets_trusted_proxy" => last.ws.trusted_proxies.push(v.to_string()),
+                    _ => last.ws.require_subprotocol = parse_bool(v).map_err(|m| invalid(m))?,
+                }
+            }
+            k if LATER_OPTIONS.contains(&k) => {
+                warnings.push(format!("{}:{line_no}: option '{k}' is not supported yet; ignored", path.display()))
+            }
+            k => warnings.push(format!("{}:{line_no}: unknown option '{k}'; ignored", path.display())),
+        }
+    }
+    if let Some(port) = default_port {
+        // mosquitto: `port` is the default listener, beside any `listener` lines.
+        config.listeners.insert(0, ListenerConfig::mqtt(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)));
+    }
+    if config.listeners.is_empty() {
+        config.listeners = Config::default().listeners;
+    }
+    Ok((config, warnings))
+}
+
+fn parse_port(v: &str) -> Result<u16, String> {
+    v.parse::<u16>().map_err(|_| format!("invalid port '{v}'"))
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, got '{v}'")),
+    }
+}
+
+fn parse_number(v: &str) -> Result<usize, String> {
+    v.parse::<usize>().map_err(|_| format!("invalid number '{v}'"))
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Run { config: Box<Config>, verbose: bool },
+    Help,
+    Version,
+}
+
+pub const USAGE: &str = "\
+Usage: midge [-c CONFIG] [-p PORT] [-b ADDRESS] [--ws-port PORT] [-v]
+
+  -c, --config FILE   read a mosquitto.conf-style configuration file
+  -p, --port PORT     MQTT over TCP port (default 1883)
+  -b, --bind ADDRESS  address the -p/--ws-port listeners bind to (default 0.0.0.0)
+  -w, --ws-port PORT  also serve MQTT over WebSocket on PORT (path /mqtt)
+  -v, --verbose       debug logging (RUST_LOG overrides)
+  -h, --help          print this help
+  -V, --version       print the version
+";
+
+/// Parse command-line arguments (without the program name).
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
+    let mut file: Option<PathBuf> = None;
+    let mut port: Option<u16> = None;
+    let mut ws_port: Option<u16> = None;
+    let mut bind: Option<IpAddr> = None;
+    let mut verbose = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| ConfigError::Usage(format!("{name} needs a value")));
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-v" | "--verbose" => verbose = true,
+            "-c" | "--config" => file = Some(PathBuf::from(value(&arg)?)),
+            "-p" | "--port" => port = Some(parse_port(&value(&arg)?).map_err(ConfigError::Usage)?),
+            "-w" | "--ws-port" => ws_port = Some(parse_port(&value(&arg)?).map_err(ConfigError::Usage)?),
+            "-b" | "--bind" => {
+                let v = value(&arg)?;
+                bind = Some(v.parse().map_err(|_| ConfigError::Usage(format!("invalid address '{v}'")))?);
+            }
+            other => return Err(ConfigError::Usage(format!("unknown argument '{other}'\n\n{USAGE}"))),
+        }
+    }
+    let mut config = match &file {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let ip = bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if port.is_some() || bind.is_some() {
+        // -p / -b replace the configured MQTT listeners, like mosquitto's -p.
+        let p = port.unwrap_or(DEFAULT_MQTT_PORT);
+        config.listeners.retain(|l| l.protocol != Protocol::Mqtt);
+        config.listeners.insert(0, ListenerConfig::mqtt(SocketAddr::new(ip, p)));
+    }
+    if let Some(p) = ws_port {
+        config.listeners.retain(|l| l.protocol != Protocol::WebSockets);
+        config.listeners.push(ListenerConfig::websockets(SocketAddr::new(ip, p)));
+    }
+    Ok(Command::Run { config: Box::new(config), verbose })
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,148 @@
+//! Per-socket protocol state: which transport layer the bytes pass through (raw TCP, the HTTP
+//! upgrade, WebSocket frames), the input left over between reads, the output owed to the peer, and
+//! the MQTT phase. No sockets here: the event loop moves bytes in and out.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::buffer::OutQueue;
+use crate::mqtt::{encode_publish_header, ProtocolLevel};
+use crate::router::Message;
+use crate::session::Outgoing;
+use crate::ws::{self, FrameDecoder};
+
+/// The layers under MQTT for this socket.
+#[derive(Debug)]
+pub enum Transport {
+    /// MQTT straight over TCP.
+    Tcp,
+    /// WebSocket listener, waiting for the HTTP upgrade request. `listener` indexes the broker's
+    /// WebSocket handshake settings.
+    WsHandshake { listener: usize },
+    /// WebSocket frames carry the MQTT byte stream.
+    Ws {
+        decoder: FrameDecoder,
+        /// MQTT bytes unmasked from frames and not yet decoded (a partial packet).
+        mqtt_in: Vec<u8>,
+        /// MQTT bytes encoded this turn, framed into one binary frame at flush time.
+        unframed: OutQueue,
+    },
+}
+
+/// Where the MQTT conversation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Socket accepted; the first packet must be CONNECT (3.1.0-1).
+    AwaitConnect,
+    /// CONNECT accepted; bound to a session slot.
+    Connected { session: usize },
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    /// Unique for the broker's lifetime, so a timer for a reused slot is recognised as stale.
+    pub serial: u64,
+    pub peer: SocketAddr,
+    /// Client address reported by a trusted proxy (X-Forwarded-For / X-Real-IP).
+    pub forwarded_for: Option<Box<str>>,
+    pub transport: Transport,
+    /// Raw bytes received and not yet consumed (a partial packet, frame header or HTTP head).
+    /// Empty (no allocation) on an idle connection.
+    pub raw_in: Vec<u8>,
+    /// Bytes for the socket, in wire format.
+    pub out: OutQueue,
+    pub phase: Phase,
+    pub level: ProtocolLevel,
+    pub client_id: Box<str>,
+    /// Keep alive from CONNECT; zero disables the check (3.1.2.10).
+    pub keep_alive: Duration,
+    pub last_received: Instant,
+    pub accepted_at: Instant,
+    pub will: Option<Rc<Message>>,
+    /// Queued in the broker's dirty list for a flush this turn.
+    pub dirty: bool,
+    /// Closed by the broker; the event loop flushes what it can and drops the socket.
+    pub closing: bool,
+}
+
+impl Connection {
+    pub fn new(serial: u64, peer: SocketAddr, transport: Transport, now: Instant) -> Self {
+        Connection {
+            serial,
+            peer,
+            forwarded_for: None,
+            transport,
+            raw_in: Vec::new(),
+            out: OutQueue::default(),
+            phase: Phase::AwaitConnect,
+            level: ProtocolLevel::V311,
+            client_id: "".into(),
+            keep_alive: Duration::ZERO,
+            last_received: now,
+            accepted_at: now,
+            will: None,
+            dirty: false,
+            closing: false,
+        }
+    }
+
+    /// Where MQTT packets are encoded: straight to the wire for TCP, into the unframed queue for
+    /// WebSocket.
+    pub fn mqtt_out(&mut self) -> &mut OutQueue {
+        match &mut self.transport {
+            Transport::Ws { unframed, .. } => unframed,
+            _ => &mut self.out,
+        }
+    }
+
+    /// Bytes owed to this client at the MQTT level (for the slow-consumer limit).
+    pub fn pending_output(&self) -> usize {
+        match &self.transport {
+            Transport::Ws { unframed, .. } => unframed.len() + self.out.len(),
+            _ => self.out.len(),
+        }
+    }
+
+    /// Encode a PUBLISH for `out`. The payload is referenced, not copied, when it is large.
+    pub fn write_publish(&mut self, out: &Outgoing, packet_id: Option<u16>, dup: bool) {
+        let level = self.level;
+        let q = self.mqtt_out();
+        let msg = &out.msg;
+        encode_publish_header(&msg.topic, out.qos, out.retain, dup, packet_id, msg.payload.len(), level, q.tail());
+        q.push_shared(&msg.payload);
+    }
+
+    /// Before a write: wrap the MQTT bytes encoded this turn into one binary frame, so a burst of
+    /// small packets costs one frame header and one syscall.
+    pub fn prepare_flush(&mut self) {
+        if let Transport::Ws { unframed, .. } = &mut self.transport {
+            if !unframed.is_empty() {
+                ws::frame::encode_binary_header(unframed.len(), self.out.tail());
+                self.out.append_queue(unframed);
+            }
+        }
+    }
+
+    /// The instant this connection times out, if it can: the CONNECT (and WebSocket handshake)
+    /// deadline before CONNECT, 1.5 x keep alive of silence after it (3.1.2-24).
+    pub fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
+        match self.phase {
+            Phase::AwaitConnect => Some(self.accepted_at + connect_timeout),
+            Phase::Connected { .. } if self.keep_alive.is_zero() => None,
+            Phase::Connected { .. } => Some(self.last_received + self.keep_alive * 3 / 2),
+        }
+    }
+
+    /// Client address for log lines.
+    pub fn peer_label(&self) -> String {
+        match &self.forwarded_for {
+            Some(f) => format!("{f} (via {})", self.peer),
+            None => self.peer.to_string(),
+        }
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        !matches!(self.transport, Transport::Tcp)
+    }
+}

@@ -1,0 +1,43 @@
+//! The `midge` command: parse arguments, set up logging, run the broker.
+
+use std::process::ExitCode;
+
+use midge::config::{parse_args, Command, USAGE};
+
+fn main() -> ExitCode {
+    let command = match parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("midge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (config, verbose) = match command {
+        Command::Help => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("midge {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::Run { config, verbose } => (config, verbose),
+    };
+    let default_level = if verbose { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_target(false)
+        .init();
+    log::info!("midge {} starting", env!("CARGO_PKG_VERSION"));
+    let mut broker = match midge::Broker::new(*config) {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = broker.run() {
+        log::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

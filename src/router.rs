@@ -1,0 +1,307 @@
+//! Subscriptions (a topic trie with `+` and `#`) and retained messages.
+//!
+//! Subscribers are session slots (indices), so routing a PUBLISH never hashes a client id.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::mqtt::topic;
+use crate::mqtt::QoS;
+
+/// One application message, stored once and shared by every subscriber queue and the retained
+/// store.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: Box<str>,
+    pub payload: crate::buffer::SharedBytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// A subscriber of one filter: the session slot and the QoS it was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscriber {
+    pub session: usize,
+    pub qos: QoS,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Children by exact level name.
+    children: HashMap<Box<str>, usize>,
+    /// Child for the `+` level.
+    plus: Option<usize>,
+    /// Subscribers of `.../#` at this node (they match this level and everything below it).
+    multi: Vec<Subscriber>,
+    /// Subscribers of a filter ending exactly here.
+    exact: Vec<Subscriber>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.plus.is_none() && self.multi.is_empty() && self.exact.is_empty()
+    }
+}
+
+/// The subscription trie. Nodes live in an arena; emptied nodes are pruned and reused.
+#[derive(Debug)]
+pub struct Router {
+    nodes: Vec<Node>,
+    free: Vec<usize>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router { nodes: vec![Node::default()], free: Vec::new() }
+    }
+}
+
+const ROOT: usize = 0;
+
+impl Router {
+    fn new_node(&mut self) -> usize {
+        if let Some(i) = self.free.pop() {
+            return i;
+        }
+        self.nodes.push(Node::default());
+        self.nodes.len() - 1
+    }
+
+    /// Add or replace (same session, same filter) a subscription. Returns true if it replaced one.
+    /// `filter` must be valid (the codec checks).
+    pub fn subscribe(&mut self, filter: &str, sub: Subscriber) -> bool {
+        let mut node = ROOT;
+        let mut multi = false;
+        for level in filter.split('/') {
+            if level == "#" {
+                multi = true;
+                break;
+            }
+            let next = if level == "+" {
+                self.nodes.get(node).and_then(|n| n.plus)
+            } else {
+                self.nodes.get(node).and_then(|n| n.children.get(level).copied())
+            };
+            node = match next {
+                Some(n) => n,
+                None => {
+                    let child = self.new_node();
+                    if let Some(parent) = self.nodes.get_mut(node) {
+                        if level == "+" {
+                            parent.plus = Some(child);
+                        } else {
+                            parent.children.insert(level.into(), child);
+                        }
+                    }
+                    child
+                }
+            };
+        }
+        let Some(n) = self.nodes.get_mut(node) else { return false };
+        let list = if multi { &mut n.multi } else { &mut n.exact };
+        if let Some(existing) = list.iter_mut().find(|s| s.session == sub.session) {
+            existing.qos = sub.qos;
+            true
+        } else {
+            list.push(sub);
+            false
+        }
+    }
+
+    /// Remove a session's subscription to `filter`. Returns whether it existed.
+    pub fn unsubscribe(&mut self, filter: &str, session: usize) -> bool {
+        // Walk down remembering the path so emptied nodes can be pruned bottom-up.
+        let mut path: Vec<(usize, &str)> = Vec::new();
+        let mut node = ROOT;
+        let mut multi = false;
+        for level in filter.split('/') {
+            if level == "#" {
+                multi = true;
+                break;
+            }
+            let next = match self.nodes.get(node) {
+                Some(n) if level == "+" => n.plus,
+                Some(n) => n.children.get(level).copied(),
+                None => None,
+            };
+            let Some(next) = next else { return false };
+            path.push((node, level));
+            node = next;
+        }
+        let Some(n) = self.nodes.get_mut(node) else { return false };
+        let list = if multi { &mut n.multi } else { &mut n.exact };
+        let Some(pos) = list.iter().position(|s| s.session == session) else { return false };
+        list.swap_remove(pos);
+        // Prune empty nodes from the leaf up.
+        let mut child = node;
+        while let Some((parent, level)) = path.pop() {
+            if !self.nodes.get(child).is_some_and(Node::is_empty) {
+                break;
+            }
+            if let Some(p) = self.nodes.get_mut(parent) {
+                if level == "+" {
+                    p.plus = None;
+                } else {
+                    p.children.remove(level);
+                }
+            }
+            if let Some(c) = self.nodes.get_mut(child) {
+                *c = Node::default();
+            }
+            self.free.push(child);
+            child = parent;
+        }
+        true
+    }
+
+    /// Append every subscriber whose filter matches `topic` to `out` (a session may appear more
+    /// than once if several of its filters match; the caller merges).
+    pub fn matches(&self, topic: &str, out: &mut Vec<Subscriber>) {
+        // 4.7.2: filters starting with a wildcard do not match topics starting with `$`.
+        let dollar = topic.starts_with('$');
+        self.collect(ROOT, topic, true, dollar, out);
+    }
+
+    fn collect(&self, node: usize, rest: &str, first: bool, dollar: bool, out: &mut Vec<Subscriber>) {
+        let Some(n) = self.nodes.get(node) else { return };
+        let wild_ok = !(first && dollar);
+        if wild_ok {
+            // `a/#` matches `a` itself and everything below (4.7.1.2).
+            out.extend_from_slice(&n.multi);
+        }
+        let (level, tail) = match rest.split_once('/') {
+            Some((l, t)) => (l, Some(t)),
+            None => (rest, None),
+        };
+        let mut visit = |child: usize| match tail {
+            Some(t) => self.collect(child, t, false, dollar, out),
+            None => {
+                if let Some(c) = self.nodes.get(child) {
+                    out.extend_from_slice(&c.exact);
+                    // `a/#` also matches `a` (the parent level).
+                    out.extend_from_slice(&c.multi);
+                }
+            }
+        };
+        if let Some(&child) = n.children.get(level) {
+            visit(child);
+        }
+        if wild_ok {
+            if let Some(child) = n.plus {
+                visit(child);
+            }
+        }
+    }
+}
+
+/// Retained messages by topic.
+#[derive(Debug, Default)]
+pub struct RetainedStore {
+    by_topic: HashMap<Box<str>, Rc<Message>>,
+}
+
+impl RetainedStore {
+    /// Store `msg` as the retained message of its topic, or clear it when the payload is empty
+    /// (3.3.1-10/11).
+    pub fn update(&mut self, msg: &Rc<Message>) {
+        if msg.payload.is_empty() {
+            self.by_topic.remove(&msg.topic);
+        } else {
+            self.by_topic.insert(msg.topic.clone(), Rc::clone(msg));
+        }
+    }
+
+    /// Retained messages matching `filter`.
+    pub fn matching<'a>(&'a self, filter: &'a str) -> impl Iterator<Item = &'a Rc<Message>> + 'a {
+        let exact = if filter.contains(['+', '#']) { None } else { self.by_topic.get(filter) };
+        let scan = exact.is_none() && filter.contains(['+', '#']);
+        exact.into_iter().chain(self.by_topic.values().filter(move |m| scan && topic::matches(filter, &m.topic)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_topic.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_topic.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(session: usize, qos: QoS) -> Subscriber {
+        Subscriber { session, qos }
+    }
+
+    fn sessions(r: &Router, topic: &str) -> Vec<usize> {
+        let mut out = Vec::new();
+        r.matches(topic, &mut out);
+        let mut v: Vec<usize> = out.iter().map(|s| s.session).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn mqtt_4_7_1_wildcards_match() {
+        let mut r = Router::default();
+        r.subscribe("a/b", sub(1, QoS::AtMostOnce));
+        r.subscribe("a/+", sub(2, QoS::AtMostOnce));
+        r.subscribe("a/#", sub(3, QoS::AtMostOnce));
+        r.subscribe("#", sub(4, QoS::AtMostOnce));
+        r.subscribe("+/+/c", sub(5, QoS::AtMostOnce));
+        r.subscribe("+", sub(6, QoS::AtMostOnce));
+        assert_eq!(sessions(&r, "a/b"), vec![1, 2, 3, 4]);
+        assert_eq!(sessions(&r, "a"), vec![3, 4, 6]);
+        assert_eq!(sessions(&r, "a/b/c"), vec![3, 4, 5]);
+        assert_eq!(sessions(&r, "x/y/c"), vec![4, 5]);
+        assert_eq!(sessions(&r, "a/"), vec![2, 3, 4]);
+        assert_eq!(sessions(&r, "/b"), vec![4]);
+    }
+
+    #[test]
+    fn mqtt_4_7_2_dollar_topics_not_matched_by_leading_wildcards() {
+        let mut r = Router::default();
+        r.subscribe("#", sub(1, QoS::AtMostOnce));
+        r.subscribe("+/x", sub(2, QoS::AtMostOnce));
+        r.subscribe("$SYS/#", sub(3, QoS::AtMostOnce));
+        r.subscribe("$SYS/+", sub(4, QoS::AtMostOnce));
+        assert_eq!(sessions(&r, "$SYS/x"), vec![3, 4]);
+        assert_eq!(sessions(&r, "a/x"), vec![1, 2]);
+    }
+
+    #[test]
+    fn resubscribe_replaces_and_unsubscribe_prunes() {
+        let mut r = Router::default();
+        assert!(!r.subscribe("a/+/c", sub(1, QoS::AtMostOnce)));
+        assert!(r.subscribe("a/+/c", sub(1, QoS::ExactlyOnce)));
+        let mut out = Vec::new();
+        r.matches("a/b/c", &mut out);
+        assert_eq!(out, vec![sub(1, QoS::ExactlyOnce)]);
+        assert!(r.unsubscribe("a/+/c", 1));
+        assert!(!r.unsubscribe("a/+/c", 1));
+        assert!(r.nodes[ROOT].is_empty());
+        assert_eq!(r.free.len(), 2);
+        r.subscribe("x/y", sub(2, QoS::AtMostOnce));
+        assert_eq!(r.nodes.len(), 3, "pruned nodes are reused");
+        assert_eq!(sessions(&r, "x/y"), vec![2]);
+    }
+
+    #[test]
+    fn retained_exact_and_wildcard_lookup() {
+        let mut store = RetainedStore::default();
+        let msg = |t: &str, p: &[u8]| {
+            Rc::new(Message { topic: t.into(), payload: p.into(), qos: QoS::AtMostOnce, retain: true })
+        };
+        store.update(&msg("a/b", b"1"));
+        store.update(&msg("a/c", b"2"));
+        store.update(&msg("$SYS/x", b"3"));
+        assert_eq!(store.matching("a/b").count(), 1);
+        assert_eq!(store.matching("a/+").count(), 2);
+        assert_eq!(store.matching("#").count(), 2);
+        store.update(&msg("a/b", b""));
+        assert_eq!(store.matching("a/b").count(), 0);
+        assert_eq!(store.len(), 2);
+    }
+}

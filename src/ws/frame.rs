@@ -1,0 +1,365 @@
+//! RFC 6455 section 5 frames, server side, sans-IO.
+//!
+//! Buffering contract: `decode` never consumes part of a frame header, nor part of a control
+//! frame (ping/pong/close); it returns having consumed fewer bytes than given, and the caller
+//! keeps the unconsumed tail and presents it again followed by newly read bytes. At most 131
+//! bytes (2 + 4 mask + 125 payload) are ever left unconsumed. Binary payload bytes, in contrast,
+//! are consumed and unmasked into the MQTT stream as soon as they arrive.
+
+use std::fmt;
+
+/// Why the client's frames are refused; each maps to one close status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsError {
+    /// Client frame without the MASK bit (RFC 6455 5.1): 1002.
+    Unmasked,
+    /// RSV1/2/3 set though no extension was negotiated (5.2): 1002.
+    ReservedBits,
+    /// Opcode 3-7 or 0xB-0xF (5.2): 1002.
+    UnknownOpcode(u8),
+    /// Control frame fragmented or with payload > 125 bytes (5.5): 1002.
+    BadControlFrame,
+    /// Continuation frame with no fragmented message in progress (5.4): 1002.
+    UnexpectedContinuation,
+    /// New binary/text frame while a fragmented message is unfinished (5.4): 1002.
+    UnfinishedMessage,
+    /// Text frame: MQTT is carried in binary frames only [MQTT-6.0.0-1]: 1003.
+    TextFrame,
+    /// 64-bit payload length with the most significant bit set (5.2): 1002.
+    BadLength,
+    /// Frame or reassembled message larger than `max_message_size`: 1009.
+    MessageTooBig,
+    /// Close frame with a 1-byte body (5.5.1): 1002.
+    BadClosePayload,
+    /// Close status code that may not be sent on the wire (7.4): 1002.
+    InvalidCloseCode(u16),
+    /// Close reason not valid UTF-8 (5.5.1): 1007.
+    InvalidUtf8,
+}
+
+impl WsError {
+    /// The RFC 6455 7.4.1 status code to close with.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            WsError::TextFrame => 1003,
+            WsError::InvalidUtf8 => 1007,
+            WsError::MessageTooBig => 1009,
+            WsError::Unmasked
+            | WsError::ReservedBits
+            | WsError::UnknownOpcode(_)
+            | WsError::BadControlFrame
+            | WsError::UnexpectedContinuation
+            | WsError::UnfinishedMessage
+            | WsError::BadLength
+            | WsError::BadClosePayload
+            | WsError::InvalidCloseCode(_) => 1002,
+        }
+    }
+}
+
+impl fmt::Display for WsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WsError::Unmasked => f.write_str("unmasked client frame"),
+            WsError::ReservedBits => f.write_str("reserved bits set"),
+            WsError::UnknownOpcode(op) => write!(f, "unknown opcode {op:#x}"),
+            WsError::BadControlFrame => f.write_str("fragmented or oversized control frame"),
+            WsError::UnexpectedContinuation => f.write_str("continuation without a message"),
+            WsError::UnfinishedMessage => f.write_str("new message inside a fragmented one"),
+            WsError::TextFrame => f.write_str("text frame (MQTT needs binary frames)"),
+            WsError::BadLength => f.write_str("64-bit length with the high bit set"),
+            WsError::MessageTooBig => f.write_str("message too big"),
+            WsError::BadClosePayload => f.write_str("close frame with a 1-byte body"),
+            WsError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
+            WsError::InvalidUtf8 => f.write_str("close reason not UTF-8"),
+        }
+    }
+}
+
+impl std::error::Error for WsError {}
+
+/// A control frame (or the end of the stream) the connection must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsControl {
+    /// Answer with a pong carrying this payload.
+    Ping(Vec<u8>),
+    /// Peer sent a pong (keepalive evidence only).
+    Pong,
+    /// Peer sent close: echo a close with `code` (if any), then close the socket.
+    Close { code: Option<u16> },
+}
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// Incremental decoder of client-to-server frames. Binary payload bytes are unmasked straight into
+/// the MQTT byte stream as they arrive (a frame need not be complete), so one MQTT packet may span
+/// frames and one frame may carry several packets, with no extra copy.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max_message_size: u64,
+    /// Payload bytes still to come for the data frame whose header was consumed; 0 = expecting
+    /// a header.
+    remaining: u64,
+    /// Masking key of that frame, already rotated so index 0 applies to its next payload byte.
+    mask: [u8; 4],
+    /// That frame had FIN: its last byte ends the message.
+    fin: bool,
+    /// A fragmented message is in progress (its first frame lacked FIN).
+    in_message: bool,
+    /// Payload bytes announced so far by the current message's frames.
+    message_len: u64,
+    /// A close frame was decoded: everything after it is discarded.
+    closed: bool,
+}
+
+/// A frame header parsed from the front of the input.
+struct Header {
+    fin: bool,
+    opcode: u8,
+    mask: [u8; 4],
+    len: u64,
+    /// Data frames: message length including this frame (applied only once it is consumed).
+    message_len: u64,
+    /// Bytes the header occupies (2..=14).
+    size: usize,
+}
+
+impl FrameDecoder {
+    /// `max_message_size`: largest frame / reassembled message accepted (else close 1009).
+    pub fn new(max_message_size: usize) -> Self {
+        FrameDecoder {
+            max_message_size: u64::try_from(max_message_size).unwrap_or(u64::MAX),
+            remaining: 0,
+            mask: [0; 4],
+            fin: true,
+            in_message: false,
+            message_len: 0,
+            closed: false,
+        }
+    }
+
+    /// Consume bytes from `input`, appending unmasked binary payload bytes to `mqtt_out`.
+    /// Returns how many input bytes were consumed, and a control frame if one completed; the caller
+    /// handles the control frame and calls again with the rest of the input. Returns once the
+    /// input is exhausted (or holds only part of a frame header / control frame).
+    ///
+    /// After `Close` every later call consumes all its input and yields nothing. After an error
+    /// the decoder's state is unspecified: close the connection with `close_code()`.
+    pub fn decode(&mut self, input: &[u8], mqtt_out: &mut Vec<u8>) -> Result<(usize, Option<WsControl>), WsError> {
+        if self.closed {
+            return Ok((input.len(), None));
+        }
+        let mut pos = 0usize;
+        loop {
+            let rest = input.get(pos..).unwrap_or(&[]);
+            if self.remaining > 0 {
+                let n = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(rest.len());
+                let Some(chunk) = rest.get(..n) else {
+                    return Ok((pos, None));
+                };
+                if n == 0 {
+                    return Ok((pos, None));
+                }
+                let start = mqtt_out.len();
+                mqtt_out.extend_from_slice(chunk);
+                if let Some(new) = mqtt_out.get_mut(start..) {
+                    unmask(new, self.mask);
+                }
+                self.mask.rotate_left(n % 4);
+                self.remaining -= n as u64;
+                pos += n;
+                if self.remaining == 0 {
+                    self.end_data_frame();
+                }
+                continue;
+            }
+            let Some(h) = self.parse_header(rest)? else {
+                return Ok((pos, None));
+            };
+            if h.opcode >= OP_CLOSE {
+                // Control frame: only handled once complete (len <= 125 was checked).
+                let total = h.size + h.len as usize;
+                let Some(payload) = rest.get(h.size..total) else {
+                    return Ok((pos, None));
+                };
+                let ctrl = self.control(h.opcode, payload, h.mask)?;
+                return Ok((pos + total, Some(ctrl)));
+            }
+            pos += h.size;
+            self.fin = h.fin;
+            self.in_message = !h.fin;
+            self.mask = h.mask;
+            self.remaining = h.len;
+            self.message_len = h.message_len;
+            if h.len == 0 {
+                self.end_data_frame();
+            }
+        }
+    }
+
+    fn end_data_frame(&mut self) {
+        if self.fin {
+            self.message_len = 0;
+        }
+    }
+
+    /// Parse and validate a header at the front of `buf`; `None` if not all of it is there yet.
+    /// Everything decidable from the first two bytes is checked before waiting for the rest.
+    fn parse_header(&mut self, buf: &[u8]) -> Result<Option<Header>, WsError> {
+        let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {
+            return Ok(None);
+        };
+        let fin = b0 & 0x80 != 0;
+        let opcode = b0 & 0x0F;
+        if b0 & 0x70 != 0 {
+            return Err(WsError::ReservedBits);
+        }
+        match opcode {
+            OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG => {}
+            op => return Err(WsError::UnknownOpcode(op)),
+        }
+        if b1 & 0x80 == 0 {
+            return Err(WsError::Unmasked);
+        }
+        let len7 = b1 & 0x7F;
+        let is_control = opcode >= OP_CLOSE;
+        if is_control && (!fin || len7 > 125) {
+            return Err(WsError::BadControlFrame);
+        }
+        match opcode {
+            OP_CONTINUATION if !self.in_message => return Err(WsError::UnexpectedContinuation),
+            OP_TEXT | OP_BINARY if self.in_message => return Err(WsError::UnfinishedMessage),
+            OP_TEXT => return Err(WsError::TextFrame),
+            _ => {}
+        }
+        let (len, len_size) = match len7 {
+            126 => match (buf.get(2), buf.get(3)) {
+                (Some(&a), Some(&b)) => (u64::from(u16::from_be_bytes([a, b])), 2),
+                _ => return Ok(None),
+            },
+            127 => {
+                let Some(bytes) = buf.get(2..10) else {
+                    return Ok(None);
+                };
+                let mut be = [0u8; 8];
+                be.copy_from_slice(bytes);
+                let len = u64::from_be_bytes(be);
+                if len >> 63 != 0 {
+                    return Err(WsError::BadLength);
+                }
+                (len, 8)
+            }
+            n => (u64::from(n), 0),
+        };
+        let mut message_len = 0;
+        if !is_control {
+            // Checked from the header, before any of the payload is accepted.
+            let base = if opcode == OP_CONTINUATION { self.message_len } else { 0 };
+            match base.checked_add(len) {
+                Some(total) if total <= self.max_message_size => message_len = total,
+                _ => return Err(WsError::MessageTooBig),
+            }
+        }
+        let size = 2 + len_size + 4;
+        let Some(key) = buf.get(2 + len_size..size) else {
+            return Ok(None);
+        };
+        let mut mask = [0u8; 4];
+        mask.copy_from_slice(key);
+        Ok(Some(Header { fin, opcode, mask, len, message_len, size }))
+    }
+
+    fn control(&mut self, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Result<WsControl, WsError> {
+        // At most 125 bytes: unmasking into a stack buffer avoids allocating for pong/close.
+        let mut buf = [0u8; 125];
+        let Some(body) = buf.get_mut(..payload.len()) else {
+            return Err(WsError::BadControlFrame);
+        };
+        body.copy_from_slice(payload);
+        unmask(body, mask);
+        match opcode {
+            OP_PING => Ok(WsControl::Ping(body.to_vec())),
+            OP_PONG => Ok(WsControl::Pong),
+            _ => {
+                let code = match *body {
+                    [] => None,
+                    [_] => return Err(WsError::BadClosePayload),
+                    [hi, lo, ref reason @ ..] => {
+                        let code = u16::from_be_bytes([hi, lo]);
+                        if !close_code_is_valid(code) {
+                            return Err(WsError::InvalidCloseCode(code));
+                        }
+                        if std::str::from_utf8(reason).is_err() {
+                            return Err(WsError::InvalidUtf8);
+                        }
+                        Some(code)
+                    }
+                };
+                self.closed = true;
+                Ok(WsControl::Close { code })
+            }
+        }
+    }
+}
+
+/// Codes a peer may put in a close frame (RFC 6455 7.4.1/7.4.2 and the IANA registry): 1000-1003,
+/// 1007-1014, and 3000-4999 (registered / private use). 1004-1006, 1015 and 1016-2999 are
+/// reserved or must never be sent; nothing is defined below 1000 or above 4999.
+fn close_code_is_valid(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// XOR `buf` with `mask` repeated from its first byte. Written so the compiler vectorizes it.
+fn unmask(buf: &mut [u8], mask: [u8; 4]) {
+    let word = u32::from_ne_bytes(mask);
+    let mut chunks = buf.chunks_exact_mut(4);
+    for c in &mut chunks {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(c);
+        c.copy_from_slice(&(u32::from_ne_bytes(w) ^ word).to_ne_bytes());
+    }
+    for (b, m) in chunks.into_remainder().iter_mut().zip(mask) {
+        *b ^= m;
+    }
+}
+
+/// Append an unmasked, FIN binary frame header for `payload_len` bytes.
+pub fn encode_binary_header(payload_len: usize, out: &mut Vec<u8>) {
+    if payload_len <= 125 {
+        out.extend_from_slice(&[0x80 | OP_BINARY, payload_len as u8]);
+    } else if let Ok(len) = u16::try_from(payload_len) {
+        let [hi, lo] = len.to_be_bytes();
+        out.extend_from_slice(&[0x80 | OP_BINARY, 126, hi, lo]);
+    } else {
+        out.extend_from_slice(&[0x80 | OP_BINARY, 127]);
+        out.extend_from_slice(&(payload_len as u64).to_be_bytes());
+    }
+}
+
+/// Append a pong frame with `payload` (at most 125 bytes; anything longer is truncated so the
+/// frame stays valid).
+pub fn encode_pong(payload: &[u8], out: &mut Vec<u8>) {
+    let payload = payload.get(..125).unwrap_or(payload);
+    out.extend_from_slice(&[0x80 | OP_PONG, payload.len() as u8]);
+    out.extend_from_slice(payload);
+}
+
+/// Append a close frame with `code` (none: empty body).
+pub fn encode_close(code: Option<u16>, out: &mut Vec<u8>) {
+    match code {
+        Some(code) => {
+            let [hi, lo] = code.to_be_bytes();
+            out.extend_from_slice(&[0x80 | OP_CLOSE, 2, hi, lo]);
+        }
+        None => out.extend_from_slice(&[0x80 | OP_CLOSE, 0]),
+    }
+}
+
+#[cfg(test)]
+#[path = "frame_tests.rs"]
+mod tests;
