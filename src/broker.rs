@@ -139,7 +139,13 @@ impl Core {
             max_queued: config.max_queued,
             connect_timeout: config.connect_timeout,
             allow_anonymous: config.allow_anonymous,
-            ws_configs: Vec::new(),
+            // Indexed by `ListenerKind::WebSocket`: the WebSocket listeners in config order.
+            ws_configs: config
+                .listeners
+                .iter()
+                .filter(|l| l.protocol == crate::config::Protocol::WebSockets)
+                .map(|l| l.ws.clone())
+                .collect(),
             conns: Slab::default(),
             sessions: Slab::default(),
             client_ids: HashMap::new(),
@@ -153,12 +159,6 @@ impl Core {
             marks: Vec::new(),
             epoch: 0,
         }
-    }
-
-    /// Register a WebSocket listener's handshake settings; returns its index for `accept`.
-    pub fn add_ws_listener(&mut self, config: HandshakeConfig) -> usize {
-        self.ws_configs.push(config);
-        self.ws_configs.len() - 1
     }
 
     /// A socket was accepted: returns its token.

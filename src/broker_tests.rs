@@ -1,1 +1,395 @@
+//! Protocol scenarios against the sans-IO core: an in-memory client/broker pair, no sockets.
 
+use super::*;
+use crate::mqtt::{decode_packet, encode_packet, ProtocolLevel, Will};
+
+struct Harness {
+    core: Core,
+    now: Instant,
+}
+
+const MAX: usize = 1 << 20;
+
+impl Harness {
+    fn new() -> Self {
+        let config = Config { max_inflight: 2, max_queued: 3, ..Config::default() };
+        Harness { core: Core::new(&config), now: Instant::now() }
+    }
+
+    fn open(&mut self) -> usize {
+        self.core.accept(ListenerKind::Tcp, "127.0.0.1:1".parse().unwrap(), self.now)
+    }
+
+    fn send(&mut self, token: usize, packet: &Packet<'_>) {
+        let mut bytes = Vec::new();
+        encode_packet(packet, ProtocolLevel::V311, &mut bytes);
+        self.core.handle_input(token, &bytes, self.now);
+    }
+
+    fn connect(&mut self, id: &str, clean: bool) -> (usize, Vec<Vec<u8>>) {
+        let t = self.open();
+        let c = Connect {
+            level: ProtocolLevel::V311,
+            client_id: id,
+            clean_session: clean,
+            keep_alive: 10,
+            will: None,
+            username: None,
+            password: None,
+        };
+        self.send(t, &Packet::Connect(c));
+        let out = self.received(t);
+        (t, out)
+    }
+
+    /// Raw packets written to `token` since the last call.
+    fn received(&mut self, token: usize) -> Vec<Vec<u8>> {
+        let mut wire = Vec::new();
+        if let Some(out) = self.core.output(token) {
+            out.write_to(&mut wire).unwrap();
+        }
+        self.core.take_dirty();
+        let mut packets = Vec::new();
+        let mut pos = 0;
+        while let Ok(Some((_, n))) = decode_packet(&wire[pos..], ProtocolLevel::V311, MAX) {
+            packets.push(wire[pos..pos + n].to_vec());
+            pos += n;
+        }
+        assert_eq!(pos, wire.len(), "broker wrote a partial or invalid packet");
+        packets
+    }
+
+    fn is_closed(&self, token: usize) -> bool {
+        self.core.conns.get(token).map_or(true, |c| c.closing)
+    }
+
+    fn subscribe(&mut self, token: usize, filter: &str, qos: QoS) {
+        self.send(token, &Packet::Subscribe(Subscribe { packet_id: 1, filters: vec![(filter, qos)] }));
+        let acks = self.received(token);
+        assert_eq!(decode(&acks[0]), Packet::Suback { packet_id: 1, return_codes: vec![qos as u8] });
+    }
+
+    fn publish(&mut self, token: usize, topic: &str, payload: &[u8], qos: QoS, id: u16, retain: bool) {
+        let packet_id = if qos == QoS::AtMostOnce { None } else { Some(id) };
+        self.send(token, &Packet::Publish(Publish { dup: false, qos, retain, topic, packet_id, payload }));
+    }
+}
+
+fn decode(bytes: &[u8]) -> Packet<'_> {
+    decode_packet(bytes, ProtocolLevel::V311, MAX).unwrap().unwrap().0
+}
+
+fn publish_of(bytes: &[u8]) -> Publish<'_> {
+    match decode(bytes) {
+        Packet::Publish(p) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+#[test]
+fn mqtt_3_1_0_1_first_packet_must_be_connect() {
+    let mut h = Harness::new();
+    let t = h.open();
+    h.send(t, &Packet::Pingreq);
+    assert!(h.is_closed(t));
+}
+
+#[test]
+fn mqtt_3_1_0_2_second_connect_closes() {
+    let mut h = Harness::new();
+    let (t, out) = h.connect("a", true);
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+    let c = Connect {
+        level: ProtocolLevel::V311,
+        client_id: "a",
+        clean_session: true,
+        keep_alive: 0,
+        will: None,
+        username: None,
+        password: None,
+    };
+    h.send(t, &Packet::Connect(c));
+    assert!(h.is_closed(t));
+}
+
+#[test]
+fn mqtt_3_1_2_2_level_5_gets_connack_1_then_close() {
+    let mut h = Harness::new();
+    let t = h.open();
+    // CONNECT, protocol MQTT level 5, properties length 0.
+    let bytes = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0];
+    h.core.handle_input(t, &bytes, h.now);
+    let out = h.received(t);
+    assert_eq!(
+        decode(&out[0]),
+        Packet::Connack { session_present: false, code: ConnectReturnCode::UnacceptableProtocolVersion }
+    );
+    assert!(h.is_closed(t));
+}
+
+#[test]
+fn mqtt_3_1_3_8_empty_client_id_without_clean_session_rejected() {
+    let mut h = Harness::new();
+    let (t, out) = h.connect("", false);
+    assert_eq!(
+        decode(&out[0]),
+        Packet::Connack { session_present: false, code: ConnectReturnCode::IdentifierRejected }
+    );
+    assert!(h.is_closed(t));
+    let (t, out) = h.connect("", true);
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+    assert!(!h.is_closed(t));
+}
+
+#[test]
+fn malformed_bytes_close_only_that_connection() {
+    let mut h = Harness::new();
+    let (good, _) = h.connect("good", true);
+    h.subscribe(good, "t", QoS::AtMostOnce);
+    let (bad, _) = h.connect("bad", true);
+    h.core.handle_input(bad, &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], h.now);
+    assert!(h.is_closed(bad));
+    let (pubr, _) = h.connect("pub", true);
+    h.publish(pubr, "t", b"still here", QoS::AtMostOnce, 0, false);
+    assert_eq!(publish_of(&h.received(good)[0]).payload, b"still here");
+}
+
+#[test]
+fn mqtt_3_3_5_overlapping_subscriptions_deliver_once_at_highest_qos() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "a/+", QoS::AtMostOnce);
+    h.subscribe(s, "a/#", QoS::AtLeastOnce);
+    h.subscribe(s, "a/b", QoS::AtMostOnce);
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "a/b", b"x", QoS::ExactlyOnce, 5, false);
+    let got = h.received(s);
+    assert_eq!(got.len(), 1);
+    assert_eq!(publish_of(&got[0]).qos, QoS::AtLeastOnce);
+}
+
+#[test]
+fn mqtt_4_3_3_duplicate_qos2_publish_not_delivered_twice() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "q", QoS::ExactlyOnce);
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "q", b"once", QoS::ExactlyOnce, 9, false);
+    h.publish(p, "q", b"once", QoS::ExactlyOnce, 9, false);
+    let acks = h.received(p);
+    assert_eq!(acks.iter().map(|a| decode(a)).collect::<Vec<_>>(), vec![Packet::Pubrec { packet_id: 9 }; 2]);
+    assert_eq!(h.received(s).len(), 1);
+    h.send(p, &Packet::Pubrel { packet_id: 9 });
+    assert_eq!(decode(&h.received(p)[0]), Packet::Pubcomp { packet_id: 9 });
+    // After PUBREL the id is free again: a new message with it is delivered.
+    h.publish(p, "q", b"again", QoS::ExactlyOnce, 9, false);
+    assert_eq!(h.received(s).len(), 1);
+}
+
+#[test]
+fn mqtt_4_3_3_outbound_qos2_flow() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "q", QoS::ExactlyOnce);
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "q", b"m", QoS::ExactlyOnce, 1, false);
+    let id = publish_of(&h.received(s)[0]).packet_id.unwrap();
+    h.send(s, &Packet::Pubrec { packet_id: id });
+    assert_eq!(decode(&h.received(s)[0]), Packet::Pubrel { packet_id: id });
+    h.send(s, &Packet::Pubcomp { packet_id: id });
+    let slot = h.core.client_ids["s"];
+    assert!(h.core.sessions.get(slot).unwrap().inflight.is_empty());
+}
+
+#[test]
+fn inflight_window_holds_back_then_releases_in_order() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "q", QoS::AtLeastOnce);
+    let (p, _) = h.connect("p", true);
+    for i in 0..5u8 {
+        h.publish(p, "q", &[i], QoS::AtLeastOnce, u16::from(i) + 1, false);
+    }
+    let first = h.received(s);
+    assert_eq!(first.len(), 2, "window of 2");
+    let mut seen: Vec<u8> = first.iter().map(|b| publish_of(b).payload[0]).collect();
+    for _ in 0..3 {
+        let id = publish_of(&first[0]).packet_id.unwrap();
+        let _ = id;
+    }
+    let mut pending: Vec<u16> = first.iter().map(|b| publish_of(b).packet_id.unwrap()).collect();
+    while let Some(id) = pending.first().copied() {
+        pending.remove(0);
+        h.send(s, &Packet::Puback { packet_id: id });
+        for b in h.received(s) {
+            let p = publish_of(&b);
+            seen.push(p.payload[0]);
+            pending.push(p.packet_id.unwrap());
+        }
+    }
+    // max_queued is 3: 2 in flight + 3 queued = all 5, in order (4.6).
+    assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn persistent_session_queues_while_offline_and_resends_inflight_with_dup() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("persist", false);
+    h.subscribe(s, "q", QoS::AtLeastOnce);
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "q", b"0", QoS::AtLeastOnce, 1, false);
+    assert_eq!(h.received(s).len(), 1); // in flight, never acknowledged
+    h.core.handle_hangup(s, None);
+    for i in 1..=5u8 {
+        h.publish(p, "q", &[b'0' + i], QoS::AtLeastOnce, u16::from(i) + 1, false);
+    }
+    h.publish(p, "q", b"qos0 dropped while offline", QoS::AtMostOnce, 0, false);
+    let (s2, out) = h.connect("persist", false);
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: true, code: ConnectReturnCode::Accepted });
+    let resent = publish_of(&out[1]);
+    assert!(resent.dup, "4.4: re-sent PUBLISH has DUP set");
+    assert_eq!(resent.payload, b"0");
+    // Window 2: "0" (resent) and "1"; max_queued 3 kept "1","2","3"; "4","5" were dropped.
+    assert_eq!(publish_of(&out[2]).payload, b"1");
+    assert_eq!(out.len(), 3);
+    let _ = s2;
+}
+
+#[test]
+fn clean_session_discards_previous_state() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("c", false);
+    h.subscribe(s, "q", QoS::AtLeastOnce);
+    h.core.handle_hangup(s, None);
+    let (s, out) = h.connect("c", true);
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "q", b"x", QoS::AtLeastOnce, 1, false);
+    assert!(h.received(s).is_empty(), "old subscription is gone");
+}
+
+#[test]
+fn mqtt_3_1_4_2_takeover_closes_first_connection() {
+    let mut h = Harness::new();
+    let (a, _) = h.connect("same", false);
+    let (b, out) = h.connect("same", false);
+    assert!(h.is_closed(a));
+    assert!(!h.is_closed(b));
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: true, code: ConnectReturnCode::Accepted });
+}
+
+#[test]
+fn will_published_on_abnormal_close_not_on_disconnect() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "will/#", QoS::AtLeastOnce);
+    for (id, graceful) in [("w1", false), ("w2", true)] {
+        let t = h.open();
+        let topic = format!("will/{id}");
+        let c = Connect {
+            level: ProtocolLevel::V311,
+            client_id: id,
+            clean_session: true,
+            keep_alive: 0,
+            will: Some(Will { topic: &topic, payload: b"gone", qos: QoS::AtLeastOnce, retain: false }),
+            username: None,
+            password: None,
+        };
+        h.send(t, &Packet::Connect(c));
+        if graceful {
+            h.send(t, &Packet::Disconnect);
+        } else {
+            h.core.handle_hangup(t, Some(std::io::ErrorKind::ConnectionReset));
+        }
+    }
+    let got = h.received(s);
+    assert_eq!(got.len(), 1);
+    assert_eq!(publish_of(&got[0]).topic, "will/w1");
+}
+
+#[test]
+fn mqtt_3_3_1_retained_delivered_on_subscribe_and_cleared_by_empty_payload() {
+    let mut h = Harness::new();
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "r/1", b"keep", QoS::AtLeastOnce, 1, true);
+    let (s, _) = h.connect("s", true);
+    h.send(s, &Packet::Subscribe(Subscribe { packet_id: 3, filters: vec![("r/+", QoS::AtMostOnce)] }));
+    let got = h.received(s);
+    assert!(matches!(decode(&got[0]), Packet::Suback { .. }), "SUBACK precedes retained messages");
+    let r = publish_of(&got[1]);
+    assert!(r.retain && r.payload == b"keep" && r.qos == QoS::AtMostOnce);
+    // Live delivery to an existing subscription has retain cleared (3.3.1-9).
+    h.publish(p, "r/1", b"", QoS::AtMostOnce, 0, true);
+    let live = h.received(s);
+    assert!(!publish_of(&live[0]).retain);
+    let (s2, _) = h.connect("s2", true);
+    h.send(s2, &Packet::Subscribe(Subscribe { packet_id: 3, filters: vec![("r/+", QoS::AtMostOnce)] }));
+    assert_eq!(h.received(s2).len(), 1, "only the SUBACK: retained message was cleared");
+}
+
+#[test]
+fn keepalive_timeout_closes_and_publishes_will() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "w", QoS::AtMostOnce);
+    let t = h.open();
+    let c = Connect {
+        level: ProtocolLevel::V311,
+        client_id: "sleepy",
+        clean_session: true,
+        keep_alive: 2,
+        will: Some(Will { topic: "w", payload: b"timeout", qos: QoS::AtMostOnce, retain: false }),
+        username: None,
+        password: None,
+    };
+    h.send(t, &Packet::Connect(c));
+    let at = h.core.poll_timeout().unwrap();
+    h.core.handle_timeouts(h.now + Duration::from_millis(2900));
+    assert!(!h.is_closed(t), "1.5 x keep alive not reached yet");
+    assert!(at <= h.now + Duration::from_secs(3));
+    h.core.handle_timeouts(h.now + Duration::from_millis(3001));
+    assert!(h.is_closed(t));
+    assert_eq!(publish_of(&h.received(s)[0]).payload, b"timeout");
+}
+
+#[test]
+fn connect_timeout_closes_silent_sockets() {
+    let mut h = Harness::new();
+    let t = h.open();
+    h.core.handle_timeouts(h.now + Duration::from_secs(11));
+    assert!(h.is_closed(t));
+    assert!(h.core.poll_timeout().is_none(), "no timers left: the loop can sleep");
+}
+
+#[test]
+fn packet_split_across_reads_is_reassembled() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    let (p, _) = h.connect("p", true);
+    let mut bytes = Vec::new();
+    for i in 0..3u8 {
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "t",
+            packet_id: None,
+            payload: &[i; 300],
+        };
+        encode_packet(&Packet::Publish(publish), ProtocolLevel::V311, &mut bytes);
+    }
+    for chunk in bytes.chunks(7) {
+        h.core.handle_input(p, chunk, h.now);
+    }
+    assert_eq!(h.received(s).len(), 3);
+    assert!(h.core.conns.get(p).unwrap().raw_in.is_empty(), "drained buffer is given back");
+}
+
+#[test]
+fn server_only_packets_from_client_close() {
+    let mut h = Harness::new();
+    let (t, _) = h.connect("x", true);
+    h.send(t, &Packet::Pingresp);
+    assert!(h.is_closed(t));
+}

@@ -194,7 +194,7 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
         match key {
             "port" => {
                 let v = one("port number")?;
-                default_port = Some(parse_port(v).map_err(|m| invalid(m))?);
+                default_port = Some(parse_port(v).map_err(&invalid)?);
             }
             "bind_address" => {
                 let v = one("address")?;
@@ -211,7 +211,7 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                     [p, a] => (*p, Some(*a)),
                     _ => return Err(invalid("listener takes a port and an optional bind address".into())),
                 };
-                let port = parse_port(port).map_err(|m| invalid(m))?;
+                let port = parse_port(port).map_err(&invalid)?;
                 let ip = match addr {
                     None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                     Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -231,18 +231,18 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                     other => return Err(invalid(format!("unknown protocol '{other}' (mqtt or websockets)"))),
                 };
             }
-            "allow_anonymous" => config.allow_anonymous = parse_bool(one("true/false")?).map_err(|m| invalid(m))?,
+            "allow_anonymous" => config.allow_anonymous = parse_bool(one("true/false")?).map_err(&invalid)?,
             "max_inflight_messages" => {
-                let n = parse_number(one("number")?).map_err(|m| invalid(m))?;
+                let n = parse_number(one("number")?).map_err(&invalid)?;
                 // mosquitto: 0 means no limit.
                 config.max_inflight = if n == 0 { u16::MAX as usize } else { n };
             }
             "max_queued_messages" => {
-                let n = parse_number(one("number")?).map_err(|m| invalid(m))?;
+                let n = parse_number(one("number")?).map_err(&invalid)?;
                 config.max_queued = if n == 0 { usize::MAX } else { n };
             }
             "max_packet_size" => {
-                let n = parse_number(one("number")?).map_err(|m| invalid(m))?;
+                let n = parse_number(one("number")?).map_err(&invalid)?;
                 if n < 20 {
                     return Err(invalid("max_packet_size must be at least 20".into()));
                 }
@@ -259,7 +259,7 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                     "websockets_path" => return Err(invalid("websockets_path must start with '/'".into())),
                     "websockets_origin" => last.ws.allowed_origins.push(v.to_string()),
                     "websockets_trusted_proxy" => last.ws.trusted_proxies.push(v.to_string()),
-                    _ => last.ws.require_subprotocol = parse_bool(v).map_err(|m| invalid(m))?,
+                    _ => last.ws.require_subprotocol = parse_bool(v).map_err(&invalid)?,
                 }
             }
             k if LATER_OPTIONS.contains(&k) => {

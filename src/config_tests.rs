@@ -1,1 +1,69 @@
+use super::*;
 
+fn parse(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
+    parse_mosquitto_conf(text, Path::new("test.conf"))
+}
+
+#[test]
+fn users_example_config_works_as_is() {
+    let (c, warnings) =
+        parse("listener 1883 127.0.0.1\nlistener 8083 127.0.0.1\nprotocol websockets\nallow_anonymous true\n").unwrap();
+    assert!(warnings.is_empty());
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[0].addr, "127.0.0.1:1883".parse().unwrap());
+    assert_eq!(c.listeners[0].protocol, Protocol::Mqtt);
+    assert_eq!(c.listeners[1].addr, "127.0.0.1:8083".parse().unwrap());
+    assert_eq!(c.listeners[1].protocol, Protocol::WebSockets);
+    assert!(c.allow_anonymous);
+}
+
+#[test]
+fn unknown_and_later_options_warn_with_line() {
+    let (_, warnings) = parse("# comment\n\npassword_file /etc/pw\nfrobnicate 3\n").unwrap();
+    assert_eq!(warnings.len(), 2);
+    assert!(warnings[0].starts_with("test.conf:3:"), "{}", warnings[0]);
+    assert!(warnings[1].starts_with("test.conf:4:"), "{}", warnings[1]);
+}
+
+#[test]
+fn invalid_values_are_errors_naming_file_and_line() {
+    for text in [
+        "port 99999",
+        "allow_anonymous maybe",
+        "protocol websockets",
+        "listener 80 not-an-ip",
+        "listener 80\nprotocol ftp",
+        "max_inflight_messages -1",
+    ] {
+        match parse(text) {
+            Err(ConfigError::Invalid { line, .. }) => assert_eq!(line, text.lines().count(), "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn port_sets_default_listener_beside_listeners() {
+    let (c, _) = parse("port 1884\nlistener 9001\nprotocol websockets\nwebsockets_path /ws\n").unwrap();
+    assert_eq!(c.listeners[0].addr.port(), 1884);
+    assert_eq!(c.listeners[1].protocol, Protocol::WebSockets);
+    assert_eq!(c.listeners[1].ws.path, "/ws");
+}
+
+#[test]
+fn command_line_flags() {
+    let args = |a: &[&str]| parse_args(a.iter().map(|s| s.to_string()));
+    match args(&["-p", "1999", "-b", "127.0.0.1", "--ws-port", "9001", "-v"]).unwrap() {
+        Command::Run { config, verbose } => {
+            assert!(verbose);
+            assert_eq!(config.listeners[0].addr, "127.0.0.1:1999".parse().unwrap());
+            assert_eq!(config.listeners[1].addr, "127.0.0.1:9001".parse().unwrap());
+            assert_eq!(config.listeners.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(args(&["--help"]).unwrap(), Command::Help));
+    assert!(matches!(args(&["--version"]).unwrap(), Command::Version));
+    assert!(args(&["--bogus"]).is_err());
+    assert!(args(&["-p"]).is_err());
+}

@@ -48,14 +48,24 @@ impl BrokerHandle {
     }
 }
 
+/// A bound broker, ready to `run`. It is `Send` (the single-threaded state, which shares
+/// messages through `Rc`, is created inside `run`), so tests can bind it, read its ports and then
+/// move it to a thread.
 pub struct Broker {
     poll: Poll,
     listeners: Vec<Listener>,
+    config: Config,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+/// The loop's state while serving.
+struct Serving<'a> {
+    poll: &'a mut Poll,
+    listeners: &'a [Listener],
     /// Sockets by connection token (the core's slab key).
     sockets: Vec<Option<TcpStream>>,
     core: Core,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
     /// Connections that still had unread bytes when their read budget ran out.
     read_again: Vec<usize>,
 }
@@ -65,15 +75,18 @@ impl Broker {
     pub fn new(config: Config) -> io::Result<Broker> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut core = Core::new(&config);
         let mut listeners = Vec::new();
+        let mut ws_count = 0;
         for (i, l) in config.listeners.iter().enumerate() {
             let mut socket = TcpListener::bind(l.addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr)))?;
             poll.registry().register(&mut socket, Token(LISTENER_BASE + i), Interest::READABLE)?;
             let kind = match l.protocol {
                 Protocol::Mqtt => ListenerKind::Tcp,
-                Protocol::WebSockets => ListenerKind::WebSocket(core.add_ws_listener(l.ws.clone())),
+                Protocol::WebSockets => {
+                    ws_count += 1;
+                    ListenerKind::WebSocket(ws_count - 1)
+                }
             };
             let addr = socket.local_addr()?;
             match l.protocol {
@@ -84,15 +97,7 @@ impl Broker {
             }
             listeners.push(Listener { socket, kind, protocol: l.protocol, addr });
         }
-        Ok(Broker {
-            poll,
-            listeners,
-            sockets: Vec::new(),
-            core,
-            stop: Arc::new(AtomicBool::new(false)),
-            waker,
-            read_again: Vec::new(),
-        })
+        Ok(Broker { poll, listeners, config, stop: Arc::new(AtomicBool::new(false)), waker })
     }
 
     /// The bound addresses, in configuration order.
@@ -106,9 +111,22 @@ impl Broker {
 
     /// Serve until `BrokerHandle::stop`.
     pub fn run(&mut self) -> io::Result<()> {
+        let mut serving = Serving {
+            poll: &mut self.poll,
+            listeners: &self.listeners,
+            sockets: Vec::new(),
+            core: Core::new(&self.config),
+            read_again: Vec::new(),
+        };
+        serving.run(&self.stop)
+    }
+}
+
+impl Serving<'_> {
+    fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0u8; READ_CHUNK];
-        while !self.stop.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) {
             let timeout = if self.read_again.is_empty() {
                 self.core.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()))
             } else {

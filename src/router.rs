@@ -282,9 +282,9 @@ mod tests {
         assert!(r.unsubscribe("a/+/c", 1));
         assert!(!r.unsubscribe("a/+/c", 1));
         assert!(r.nodes[ROOT].is_empty());
-        assert_eq!(r.free.len(), 2);
+        assert_eq!(r.free.len(), 3);
         r.subscribe("x/y", sub(2, QoS::AtMostOnce));
-        assert_eq!(r.nodes.len(), 3, "pruned nodes are reused");
+        assert_eq!(r.nodes.len(), 4, "pruned nodes are reused");
         assert_eq!(sessions(&r, "x/y"), vec![2]);
     }
 
