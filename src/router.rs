@@ -3,6 +3,7 @@
 //! Subscribers are session slots (indices), so routing a PUBLISH never hashes a client id.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use crate::mqtt::topic;
@@ -18,6 +19,34 @@ pub struct Message {
     pub retain: bool,
 }
 
+/// A fast, non-cryptographic hasher for topic levels on the routing hot path (the std SipHash
+/// costs more than the rest of a trie step). Flooding the trie with colliding level names needs
+/// subscribe rights, and each subscription is bounded by the packet size.
+#[derive(Default, Clone, Copy)]
+pub struct LevelHasher(u64);
+
+impl Hasher for LevelHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // FxHash's multiply-rotate step, a word at a time.
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type LevelMap<V> = HashMap<Box<str>, V, BuildHasherDefault<LevelHasher>>;
+
 /// A subscriber of one filter: the session slot and the QoS it was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscriber {
@@ -28,7 +57,7 @@ pub struct Subscriber {
 #[derive(Debug, Default)]
 struct Node {
     /// Children by exact level name.
-    children: HashMap<Box<str>, usize>,
+    children: LevelMap<usize>,
     /// Child for the `+` level.
     plus: Option<usize>,
     /// Subscribers of `.../#` at this node (they match this level and everything below it).
@@ -197,6 +226,7 @@ impl Router {
 /// Retained messages by topic.
 #[derive(Debug, Default)]
 pub struct RetainedStore {
+    // SipHash here: any publisher chooses these keys, and this is not the per-message path.
     by_topic: HashMap<Box<str>, Rc<Message>>,
 }
 
