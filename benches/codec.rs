@@ -1,1 +1,66 @@
-fn main() {}
+//! Micro-benchmark of the hot codecs (no criterion: a plain timed loop, for profiling with perf or
+//! callgrind). Run: `cargo bench --bench codec`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use midge::mqtt::{decode_packet, encode_packet, encode_publish_header, Packet, ProtocolLevel, Publish, QoS};
+use midge::ws::FrameDecoder;
+
+fn time<F: FnMut() -> usize>(name: &str, iterations: usize, mut f: F) {
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    for _ in 0..iterations {
+        bytes = bytes.wrapping_add(black_box(f()));
+    }
+    let elapsed = start.elapsed();
+    let per = elapsed.as_nanos() as f64 / iterations as f64;
+    println!("{name:<40} {per:>9.1} ns/iter  ({:.0} MB/s)", bytes as f64 / elapsed.as_secs_f64() / 1e6);
+}
+
+fn main() {
+    for size in [16usize, 1024, 65536] {
+        let payload = vec![0xA5u8; size];
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "sensors/building-1/floor-2/temperature",
+            packet_id: Some(7),
+            payload: &payload,
+        };
+        let mut wire = Vec::new();
+        for _ in 0..64 {
+            encode_packet(&Packet::Publish(publish.clone()), ProtocolLevel::V311, &mut wire);
+        }
+        let iterations = (200_000_000 / (size + 64)).max(1000);
+        time(&format!("mqtt decode 64 x PUBLISH {size} B"), iterations / 64 + 1, || {
+            let mut pos = 0;
+            while let Ok(Some((p, n))) = decode_packet(&wire[pos..], ProtocolLevel::V311, usize::MAX) {
+                black_box(&p);
+                pos += n;
+            }
+            pos
+        });
+        let mut out = Vec::with_capacity(size + 64);
+        time(&format!("mqtt encode PUBLISH header {size} B"), iterations, || {
+            out.clear();
+            encode_publish_header(publish.topic, publish.qos, false, false, Some(9), size, ProtocolLevel::V311, &mut out);
+            out.len() + size
+        });
+
+        // A masked client frame holding the 64 packets.
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x82u8, 0xFF];
+        frame.extend_from_slice(&(wire.len() as u64).to_be_bytes());
+        frame.extend_from_slice(&mask);
+        frame.extend(wire.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let mut stream = Vec::with_capacity(wire.len());
+        time(&format!("ws unmask frame of 64 x {size} B"), iterations / 64 + 1, || {
+            let mut decoder = FrameDecoder::new(usize::MAX);
+            stream.clear();
+            let _ = decoder.decode(&frame, &mut stream);
+            stream.len()
+        });
+    }
+}
