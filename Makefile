@@ -13,7 +13,7 @@ build:
 # Installs what the interop tests need (Debian clients, paho-mqtt, MQTT.js, Chromium), then runs
 # every test: unit, raw-socket integration and real-client interop.
 test: test-deps
-	$(CARGO) test --release
+	$(CARGO) test
 
 test-deps:
 	bash tests/interop/install-deps.sh

@@ -393,3 +393,12 @@ fn server_only_packets_from_client_close() {
     h.send(t, &Packet::Pingresp);
     assert!(h.is_closed(t));
 }
+
+#[test]
+fn idle_connection_state_is_small() {
+    // Per-connection broker state without buffers (they are allocated only while in use).
+    let conn = std::mem::size_of::<Connection>();
+    let session = std::mem::size_of::<Session>();
+    println!("connection {conn} B + session {session} B");
+    assert!(conn + session < 700, "connection {conn} B + session {session} B");
+}
