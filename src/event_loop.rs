@@ -66,8 +66,9 @@ struct Serving<'a> {
     /// Sockets by connection token (the core's slab key).
     sockets: Vec<Option<TcpStream>>,
     core: Core,
-    /// Connections that still had unread bytes when their read budget ran out.
-    read_again: Vec<usize>,
+    /// Connections that still had unread bytes when their read budget ran out (and whether
+    /// their FIN was already reported).
+    read_again: Vec<(usize, bool)>,
 }
 
 impl Broker {
@@ -140,8 +141,8 @@ impl Serving<'_> {
             }
             let now = Instant::now();
             let again = std::mem::take(&mut self.read_again);
-            for token in again {
-                self.read_socket(token, &mut scratch, now);
+            for (token, hangup) in again {
+                self.read_socket(token, &mut scratch, hangup, now);
             }
             for event in events.iter() {
                 match event.token() {
@@ -149,7 +150,8 @@ impl Serving<'_> {
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
                     Token(t) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_socket(t, &mut scratch, now);
+                            let hangup = event.is_read_closed() || event.is_error();
+                            self.read_socket(t, &mut scratch, hangup, now);
                         }
                         if event.is_writable() {
                             // The kernel took earlier output: continue writing this turn.
@@ -207,7 +209,9 @@ impl Serving<'_> {
     }
 
     /// Read until the socket is drained or the budget is spent, handing each chunk to the core.
-    fn read_socket(&mut self, token: usize, scratch: &mut [u8], now: Instant) {
+    /// `hangup`: the event also reported the peer's FIN or an error, so read on to the EOF (or
+    /// error) even after a short read; no later event will announce it.
+    fn read_socket(&mut self, token: usize, scratch: &mut [u8], hangup: bool, now: Instant) {
         let mut budget = READ_BUDGET;
         loop {
             let Some(Some(socket)) = self.sockets.get_mut(token) else { return };
@@ -218,14 +222,14 @@ impl Serving<'_> {
                 }
                 Ok(n) => {
                     self.core.handle_input(token, scratch.get(..n).unwrap_or(&[]), now);
-                    if n < scratch.len() {
+                    if n < scratch.len() && !hangup {
                         // A short read drained the socket; epoll reports the next arrival as a
                         // new edge, so skip the read that would only say WouldBlock.
                         return;
                     }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
-                        self.read_again.push(token);
+                        self.read_again.push((token, hangup));
                         return;
                     }
                 }
