@@ -170,7 +170,7 @@ impl Core {
         self.next_serial += 1;
         let serial = self.next_serial;
         let token = self.conns.insert(Connection::new(serial, peer, transport, now));
-        self.timers.push(Reverse((now + self.connect_timeout, token, serial)));
+        self.arm_timer(token, now + self.connect_timeout);
         debug!("New connection from {peer}.");
         token
     }
@@ -236,7 +236,8 @@ impl Core {
             }
             self.timers.pop();
             let Some(conn) = self.conns.get(token) else { continue };
-            if conn.serial != serial || conn.closing {
+            // One live entry per connection: others are stale (slot reused, or re-armed earlier).
+            if conn.serial != serial || conn.closing || conn.timer_at != Some(at) {
                 continue;
             }
             match conn.deadline(self.connect_timeout) {
@@ -247,10 +248,21 @@ impl Core {
                     };
                     self.close(token, reason);
                 }
-                Some(deadline) => self.timers.push(Reverse((deadline, token, serial))),
-                None => {}
+                Some(deadline) => self.arm_timer(token, deadline),
+                None => {
+                    if let Some(conn) = self.conns.get_mut(token) {
+                        conn.timer_at = None;
+                    }
+                }
             }
         }
+    }
+
+    /// Make `at` the connection's timer deadline (its previous heap entry goes stale).
+    fn arm_timer(&mut self, token: usize, at: Instant) {
+        let Some(conn) = self.conns.get_mut(token) else { return };
+        conn.timer_at = Some(at);
+        self.timers.push(Reverse((at, token, conn.serial)));
     }
 
     /// Bytes arrived on `token`'s socket.
@@ -545,7 +557,7 @@ impl Core {
         conn.keep_alive = keep_alive;
         conn.will = will;
         conn.last_received = now;
-        let serial = conn.serial;
+        let timer_at = conn.timer_at;
         info!(
             "New client connected from {} as {} (p{}, c{}, k{}{}).",
             conn.peer_label(),
@@ -555,8 +567,11 @@ impl Core {
             c.keep_alive,
             if conn.is_websocket() { ", websocket" } else { "" }
         );
-        if !keep_alive.is_zero() {
-            self.timers.push(Reverse((now + keep_alive * 3 / 2, token, serial)));
+        // The connect-timeout entry re-arms itself to the keep-alive deadline when it fires;
+        // a keep alive shorter than that needs an earlier entry now.
+        let keep_alive_at = now + keep_alive * 3 / 2;
+        if !keep_alive.is_zero() && timer_at.is_none_or(|at| keep_alive_at < at) {
+            self.arm_timer(token, keep_alive_at);
         }
         self.send(token, &Packet::Connack { session_present: present, code: ConnectReturnCode::Accepted });
         if present {

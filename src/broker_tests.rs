@@ -402,3 +402,15 @@ fn idle_connection_state_is_small() {
     println!("connection {conn} B + session {session} B");
     assert!(conn + session < 700, "connection {conn} B + session {session} B");
 }
+
+#[test]
+fn one_live_timer_per_connection() {
+    let mut h = Harness::new();
+    let (_t, _) = h.connect("k", true); // keep alive 10 s -> deadline 15 s, later than connect timeout
+    assert_eq!(h.core.timers.len(), 1);
+    for secs in [11, 16, 30, 60] {
+        h.core.handle_input(_t, &[0xC0, 0x00], h.now + Duration::from_secs(secs - 1)); // PINGREQ
+        h.core.handle_timeouts(h.now + Duration::from_secs(secs));
+        assert_eq!(h.core.timers.len(), 1, "after {secs} s");
+    }
+}

@@ -59,6 +59,8 @@ pub struct Connection {
     pub keep_alive: Duration,
     pub last_received: Instant,
     pub accepted_at: Instant,
+    /// Deadline of this connection's live entry in the broker's timer heap.
+    pub timer_at: Option<Instant>,
     pub will: Option<Rc<Message>>,
     /// Queued in the broker's dirty list for a flush this turn.
     pub dirty: bool,
@@ -81,6 +83,7 @@ impl Connection {
             keep_alive: Duration::ZERO,
             last_received: now,
             accepted_at: now,
+            timer_at: None,
             will: None,
             dirty: false,
             closing: false,
