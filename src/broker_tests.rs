@@ -60,7 +60,7 @@ impl Harness {
     }
 
     fn is_closed(&self, token: usize) -> bool {
-        self.core.conns.get(token).map_or(true, |c| c.closing)
+        self.core.conns.get(token).is_none_or(|c| c.closing)
     }
 
     fn subscribe(&mut self, token: usize, filter: &str, qos: QoS) {
