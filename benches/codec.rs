@@ -45,7 +45,16 @@ fn main() {
         let mut out = Vec::with_capacity(size + 64);
         time(&format!("mqtt encode PUBLISH header {size} B"), iterations, || {
             out.clear();
-            encode_publish_header(publish.topic, publish.qos, false, false, Some(9), size, ProtocolLevel::V311, &mut out);
+            encode_publish_header(
+                publish.topic,
+                publish.qos,
+                false,
+                false,
+                Some(9),
+                size,
+                ProtocolLevel::V311,
+                &mut out,
+            );
             out.len() + size
         });
 

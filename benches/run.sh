@@ -1,0 +1,421 @@
+#!/usr/bin/env bash
+# `make bench`: midge vs mosquitto vs rumqttd, MQTT 3.1.1 over TCP and WebSocket, loopback only.
+#
+# Installs the peers when missing (Debian `mosquitto`; rumqttd 0.20.0 via `cargo install` into
+# a cache dir outside the repo), builds midge and the load generator (benches/loadgen.rs) in
+# release mode, pins every broker to one core and the load generator to another (taskset),
+# runs every scenario against every broker in interleaved rounds (fresh broker per
+# measurement), and prints a table of medians; JSON goes to bench-results/results.json.
+#
+# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (1 s per throughput measurement),
+# BENCH_WARMUP (0.25 s), BENCH_LAT_DURATION (2 s), BENCH_LAT_RATE (10000 msg/s),
+# BENCH_CONNS (10000), BENCH_CONN_ROUNDS (1), BENCH_FANOUT_SUBS (1000), BENCH_PAYLOADS
+# ("16 1024 65536"), BENCH_BROKER_CORE (0), BENCH_LOADGEN_CORE (1), BENCH_ONLY (comma list of
+# brokers: mosquitto,mosquitto-nodelay,rumqttd,midge), MIDGE_BENCH_CACHE (~/.cache/midge-bench).
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=${MIDGE_BENCH_CACHE:-$HOME/.cache/midge-bench}
+OUT=$ROOT/bench-results
+mkdir -p "$CACHE" "$OUT"
+log() { echo "[bench] $*" >&2; }
+
+# 10k client sockets in the load generator and 10k in each broker.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+log "fd limit: $(ulimit -n)"
+if [ "$(ulimit -n)" -lt 10100 ]; then log "warning: fd limit below 10100; the 10k-connection scenario may fail"; fi
+
+# ---------------------------------------------------------------- peers
+MOSQUITTO=$(command -v mosquitto || true)
+[ -z "$MOSQUITTO" ] && [ -x /usr/sbin/mosquitto ] && MOSQUITTO=/usr/sbin/mosquitto
+if [ -z "$MOSQUITTO" ]; then
+    log "installing mosquitto (apt)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    (timeout 300 $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 $SUDO apt-get install -y -qq mosquitto) >&2 || log "mosquitto install failed"
+    MOSQUITTO=$(command -v mosquitto || true)
+    [ -z "$MOSQUITTO" ] && [ -x /usr/sbin/mosquitto ] && MOSQUITTO=/usr/sbin/mosquitto
+fi
+
+RUMQTTD=$CACHE/rumqttd/bin/rumqttd
+if [ ! -x "$RUMQTTD" ]; then
+    log "installing rumqttd 0.20.0 into $CACHE/rumqttd (takes a few minutes)"
+    (cd /tmp && timeout 900 cargo install rumqttd --version 0.20.0 --locked --root "$CACHE/rumqttd" >&2) \
+        || (cd /tmp && timeout 900 cargo install rumqttd --version 0.20.0 --root "$CACHE/rumqttd" >&2) \
+        || log "rumqttd install failed: its column will read n/a"
+fi
+[ -x "$RUMQTTD" ] || RUMQTTD=""
+
+# ---------------------------------------------------------------- builds
+MIDGE=""
+log "building midge (release)"
+if cargo build --release --bin midge >&2 2>"$OUT/build-midge.log" || cargo build --release >&2 2>>"$OUT/build-midge.log"; then
+    [ -x target/release/midge ] && MIDGE=$ROOT/target/release/midge
+fi
+[ -n "$MIDGE" ] || log "midge did not build (see bench-results/build-midge.log): its column will read n/a"
+
+log "building the load generator"
+LOADGEN=$(cargo bench --bench loadgen --no-run --message-format=json 2>"$OUT/build-loadgen.log" \
+    | python3 -c 'import sys,json
+for l in sys.stdin:
+    try: m=json.loads(l)
+    except Exception: continue
+    if m.get("reason")=="compiler-artifact" and m.get("target",{}).get("name")=="loadgen" and m.get("executable"): print(m["executable"])' | tail -1)
+if [ -z "$LOADGEN" ] || [ ! -x "$LOADGEN" ]; then
+    # The midge library does not compile (a bench target links it): build the loadgen alone.
+    log "cargo bench --no-run failed; building the loadgen as a standalone crate in $CACHE/loadgen"
+    mkdir -p "$CACHE/loadgen/src"
+    cp benches/loadgen.rs "$CACHE/loadgen/src/main.rs"
+    cat > "$CACHE/loadgen/Cargo.toml" <<'EOF'
+[package]
+name = "loadgen"
+version = "0.1.0"
+edition = "2021"
+[dependencies]
+mio = { version = "1", features = ["os-poll", "net"] }
+httparse = "1"
+sha1 = { version = "0.10", default-features = false }
+base64 = "0.22"
+[profile.release]
+opt-level = 3
+codegen-units = 1
+panic = "abort"
+EOF
+    (cd "$CACHE/loadgen" && cargo build --release >&2 2>>"$OUT/build-loadgen.log") && LOADGEN=$CACHE/loadgen/target/release/loadgen
+fi
+if [ -z "$LOADGEN" ] || [ ! -x "$LOADGEN" ]; then log "load generator did not build; see bench-results/build-loadgen.log"; exit 1; fi
+log "loadgen: $LOADGEN"
+
+export MOSQUITTO RUMQTTD MIDGE LOADGEN OUT
+exec python3 - <<'PYEOF'
+import json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+env = os.environ
+ROUNDS = int(env.get("BENCH_ROUNDS", "3"))
+DUR = float(env.get("BENCH_DURATION", "1"))
+WARM = float(env.get("BENCH_WARMUP", "0.25"))
+LAT_DUR = float(env.get("BENCH_LAT_DURATION", "2"))
+LAT_RATE = int(env.get("BENCH_LAT_RATE", "10000"))
+CONNS = int(env.get("BENCH_CONNS", "10000"))
+CONN_ROUNDS = int(env.get("BENCH_CONN_ROUNDS", "1"))
+FAN_SUBS = int(env.get("BENCH_FANOUT_SUBS", "1000"))
+PAYLOADS = [int(x) for x in env.get("BENCH_PAYLOADS", "16 1024 65536").split()]
+BCORE = env.get("BENCH_BROKER_CORE", "0")
+LCORE = env.get("BENCH_LOADGEN_CORE", "1")
+ONLY = [x for x in env.get("BENCH_ONLY", "").split(",") if x]
+LOADGEN, OUT = env["LOADGEN"], env["OUT"]
+INFLIGHT, QUEUED = 1000, 1000000   # same limits for every broker
+TMP = tempfile.mkdtemp(prefix="midge-bench-")
+T_START = time.time()
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+# ------------------------------------------------------------ brokers
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s); ports.append(s.getsockname()[1])
+    for s in socks: s.close()
+    return ports
+
+def mosquitto_conf(tcp, ws, nodelay):
+    return f"""# generated by benches/run.sh
+per_listener_settings false
+allow_anonymous true
+persistence false
+log_dest none
+max_connections -1
+max_inflight_messages {INFLIGHT}
+max_queued_messages {QUEUED}
+max_queued_bytes 0
+message_size_limit 0
+set_tcp_nodelay {"true" if nodelay else "false"}
+listener {tcp} 127.0.0.1
+listener {ws} 127.0.0.1
+protocol websockets
+"""
+
+def midge_conf(tcp, ws):
+    return f"""# generated by benches/run.sh (mosquitto.conf syntax)
+max_inflight_messages {INFLIGHT}
+max_queued_messages {QUEUED}
+listener {tcp} 127.0.0.1
+listener {ws} 127.0.0.1
+protocol websockets
+"""
+
+def rumqttd_conf(tcp, ws):
+    conn = f"""connection_timeout_ms = 60000
+    max_payload_size = 1048576
+    max_inflight_count = {INFLIGHT}
+    dynamic_filters = true"""
+    return f"""# generated by benches/run.sh
+id = 0
+[router]
+id = 0
+max_connections = 30000
+max_outgoing_packet_count = 200
+max_segment_size = 33554432
+max_segment_count = 4
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{tcp}"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    {conn}
+[ws.1]
+name = "ws-1"
+listen = "127.0.0.1:{ws}"
+next_connection_delay_ms = 0
+    [ws.1.connections]
+    {conn}
+"""
+
+BROKERS = {}
+if env.get("MOSQUITTO"):
+    BROKERS["mosquitto"] = dict(bin=env["MOSQUITTO"], conf=lambda t, w: mosquitto_conf(t, w, False), ext="conf",
+                                cmd=lambda b, c: [b, "-c", c])
+    BROKERS["mosquitto-nodelay"] = dict(bin=env["MOSQUITTO"], conf=lambda t, w: mosquitto_conf(t, w, True), ext="conf",
+                                        cmd=lambda b, c: [b, "-c", c])
+if env.get("RUMQTTD"):
+    BROKERS["rumqttd"] = dict(bin=env["RUMQTTD"], conf=rumqttd_conf, ext="toml", cmd=lambda b, c: [b, "-q", "-c", c])
+if env.get("MIDGE"):
+    BROKERS["midge"] = dict(bin=env["MIDGE"], conf=midge_conf, ext="conf", cmd=lambda b, c: [b, "-c", c])
+if ONLY:
+    BROKERS = {k: v for k, v in BROKERS.items() if k in ONLY}
+NAMES = list(BROKERS)
+log("brokers:", ", ".join(NAMES) or "none")
+
+def listening(ports):
+    # A connect probe per port (refused until the listener is up); cheap and exact.
+    for p in ports:
+        s = socket.socket()
+        try:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", p)) != 0:
+                return False
+        finally:
+            s.close()
+    return True
+
+class Running:
+    def __init__(self, name):
+        b = BROKERS[name]
+        self.name = name
+        self.tcp, self.ws = free_ports(2)
+        conf = os.path.join(TMP, f"{name}.{b['ext']}")
+        with open(conf, "w") as f: f.write(b["conf"](self.tcp, self.ws))
+        self.logf = open(os.path.join(TMP, f"{name}.log"), "ab")
+        t0 = time.perf_counter()
+        self.p = subprocess.Popen(["taskset", "-c", BCORE] + b["cmd"](b["bin"], conf), stdout=self.logf,
+                                  stderr=self.logf, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.startup_ms = None
+        deadline = t0 + 15
+        while time.perf_counter() < deadline:
+            if listening([self.tcp, self.ws]):
+                self.startup_ms = (time.perf_counter() - t0) * 1000
+                break
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.0005)
+        self.ok = self.startup_ms is not None
+        if not self.ok:
+            log(f"{name} did not start listening (exit {self.p.poll()}); log: {TMP}/{name}.log")
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try: self.p.wait(3)
+            except subprocess.TimeoutExpired:
+                self.p.kill(); self.p.wait(3)
+        self.logf.close()
+
+def run_loadgen(br, args, timeout):
+    port = br.ws if "ws" in args else br.tcp
+    cmd = ["taskset", "-c", LCORE, LOADGEN] + args + ["--addr", f"127.0.0.1:{port}", "--broker-pid", str(br.p.pid)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": "loadgen timeout"}
+    for line in reversed(r.stdout.splitlines()):
+        if line.startswith("{"):
+            try: return json.loads(line)
+            except ValueError: pass
+    return {"error": f"loadgen exit {r.returncode}: {r.stderr.strip()[-300:]}"}
+
+# ------------------------------------------------------------ scenarios
+# (row id, label, loadgen args, timeout, metrics[(key, label, higher_is_better)])
+ROWS = []
+for tr in ("tcp", "ws"):
+    base = ["--transport", tr, "--warmup", str(WARM), "--duration", str(DUR), "--drain", "2"]
+    for pl in PAYLOADS:
+        ROWS.append((f"fanin-q0-{pl}-{tr}", f"fan-in 4->1 QoS0 {pl}B", tr, ["--scenario", "fanin", "--qos", "0", "--payload", str(pl)] + base, 30,
+                     [("msgs_per_sec", "msg/s", True)]))
+    for pl in PAYLOADS:
+        ROWS.append((f"fanin-q1-{pl}-{tr}", f"fan-in 4->1 QoS1 {pl}B", tr, ["--scenario", "fanin", "--qos", "1", "--inflight", "100", "--payload", str(pl)] + base, 30,
+                     [("msgs_per_sec", "msg/s", True)]))
+    for pl in PAYLOADS:
+        ROWS.append((f"fanout-{pl}-{tr}", f"fan-out 1->{FAN_SUBS} QoS0 {pl}B", tr, ["--scenario", "fanout", "--subscribers", str(FAN_SUBS), "--payload", str(pl)] + base, 60,
+                     [("msgs_per_sec", "deliveries/s", True)]))
+    ROWS.append((f"latency-{tr}", f"latency @{LAT_RATE}/s 16B", tr,
+                 ["--scenario", "latency", "--transport", tr, "--rate", str(LAT_RATE), "--payload", "16", "--warmup", str(WARM), "--duration", str(LAT_DUR), "--drain", "1"], 30,
+                 [("p50_us", "p50 us", False), ("p99_us", "p99 us", False), ("p999_us", "p99.9 us", False)]))
+    ROWS.append((f"conns-{tr}", f"{CONNS} idle subscribers", tr,
+                 ["--scenario", "conns", "--transport", tr, "--conns", str(CONNS), "--payload", "16", "--drain", "1", "--timeout", "60"], 90,
+                 [("rss_per_conn_kb", "RSS KB/conn", False), ("conns_per_sec", "connects/s", True), ("alive", "alive of %d" % CONNS, True)]))
+
+results = {r[0]: {n: [] for n in NAMES} for r in ROWS}
+startups = {n: [] for n in NAMES}
+
+def measure(row, name):
+    br = Running(name)
+    try:
+        if not br.ok:
+            return {"error": "broker did not start"}
+        startups[name].append(br.startup_ms)
+        return run_loadgen(br, row[3], row[4])
+    finally:
+        br.stop()
+
+total_runs = sum((CONN_ROUNDS if r[0].startswith("conns") else ROUNDS) for r in ROWS) * len(NAMES)
+done = 0
+for rnd in range(max(ROUNDS, CONN_ROUNDS)):
+    for row in ROWS:
+        rounds = CONN_ROUNDS if row[0].startswith("conns") else ROUNDS
+        if rnd >= rounds:
+            continue
+        k = rnd % max(1, len(NAMES))
+        for name in NAMES[k:] + NAMES[:k]:   # rotate the order each round
+            res = measure(row, name)
+            results[row[0]][name].append(res)
+            done += 1
+            short = res.get("error") or " ".join(f"{m[0]}={res.get(m[0])}" for m in row[5])
+            if res.get("lost"): short += f" lost={res.get('lost')}"
+            log(f"[{done}/{total_runs} {time.time()-T_START:.0f}s] round {rnd+1} {row[0]} {name}: {short} "
+                f"(broker cpu {res.get('broker_cpu_pct')}%, loadgen cpu {res.get('loadgen_cpu_pct')}%)")
+
+# ------------------------------------------------------------ footprint
+def proc_status(pid):
+    d = {}
+    try:
+        for l in open(f"/proc/{pid}/status"):
+            k, _, v = l.partition(":"); d[k] = v.strip()
+    except OSError:
+        pass
+    return d
+
+def ctx_switches(pid):
+    tot = 0
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            s = proc_status(f"{pid}/task/{t}")
+            tot += int(s.get("voluntary_ctxt_switches", 0)) + int(s.get("nonvoluntary_ctxt_switches", 0))
+    except OSError:
+        pass
+    return tot
+
+def bin_size(path):
+    tmp = os.path.join(TMP, "stripped-" + os.path.basename(path))
+    shutil.copy(path, tmp)
+    subprocess.run(["strip", tmp], capture_output=True)
+    return os.path.getsize(tmp)
+
+foot = {}
+for name in NAMES:
+    if name == "mosquitto-nodelay":
+        continue
+    br = Running(name)
+    f = {}
+    if br.ok:
+        startups[name].append(br.startup_ms)
+        time.sleep(1.0)
+        f["idle_rss_kb"] = int(proc_status(br.p.pid).get("VmRSS", "0 kB").split()[0])
+        f["threads"] = int(proc_status(br.p.pid).get("Threads", "0"))
+        c0, t0 = ctx_switches(br.p.pid), time.perf_counter()
+        time.sleep(3.0)
+        f["idle_wakeups_per_s"] = (ctx_switches(br.p.pid) - c0) / (time.perf_counter() - t0)
+    br.stop()
+    f["binary_bytes_stripped"] = bin_size(BROKERS[name]["bin"])
+    f["startup_ms"] = statistics.median(startups[name]) if startups[name] else None
+    foot[name] = f
+
+# ------------------------------------------------------------ report
+def med(vals):
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return statistics.median(vals) if vals else None
+
+def fmt(v):
+    if v is None: return "n/a"
+    if abs(v) >= 100: return f"{v:,.0f}"
+    if abs(v) >= 10: return f"{v:.1f}"
+    return f"{v:.2f}"
+
+table, js_rows = [], []
+for row in ROWS:
+    rid, label, tr, _, _, metrics = row
+    for key, unit, hib in metrics:
+        cell = {}
+        for n in NAMES:
+            rs = results[rid][n]
+            cell[n] = dict(median=med([r.get(key) for r in rs if "error" not in r]),
+                           lost=med([r.get("lost") for r in rs if "error" not in r]),
+                           broker_cpu=med([r.get("broker_cpu_pct") for r in rs if "error" not in r]),
+                           loadgen_cpu=max([r.get("loadgen_cpu_pct") or 0 for r in rs if "error" not in r], default=None),
+                           errors=[r["error"] for r in rs if "error" in r], runs=rs)
+        # mosquitto: the better of as-shipped (Nagle on) and set_tcp_nodelay true
+        mq = [n for n in ("mosquitto", "mosquitto-nodelay") if n in cell and cell[n]["median"] is not None]
+        best = None
+        if mq:
+            best = (max if hib else min)(mq, key=lambda n: cell[n]["median"])
+        def ratio(peer):
+            m, p = cell.get("midge", {}).get("median"), peer
+            if m is None or p is None or m == 0 or p == 0: return None
+            return m / p if hib else p / m
+        mosq_v = cell[best]["median"] if best else None
+        rumq_v = cell.get("rumqttd", {}).get("median")
+        midge_v = cell.get("midge", {}).get("median")
+        lg = max([c["loadgen_cpu"] or 0 for c in cell.values()] or [0])
+        notes = []
+        for n, c in cell.items():
+            if c["lost"]: notes.append(f"{n} lost {c['lost']:.0f}")
+            if c["errors"]: notes.append(f"{n}: {c['errors'][0][:60]}")
+        table.append([label, tr, unit,
+                      fmt(mosq_v) + ("" if not best else (" (nd)" if best == "mosquitto-nodelay" else " (nagle)")),
+                      fmt(rumq_v), fmt(midge_v),
+                      (fmt(ratio(mosq_v)) + "x") if ratio(mosq_v) else "n/a",
+                      (fmt(ratio(rumq_v)) + "x") if ratio(rumq_v) else "n/a",
+                      f"{lg:.0f}%", "; ".join(notes)])
+        js_rows.append(dict(row=rid, scenario=label, transport=tr, metric=key, unit=unit, higher_is_better=hib,
+                            mosquitto_best=best, mosquitto=mosq_v, rumqttd=rumq_v, midge=midge_v,
+                            midge_vs_mosquitto=ratio(mosq_v), midge_vs_rumqttd=ratio(rumq_v),
+                            max_loadgen_cpu_pct=lg,
+                            per_broker={n: {k: v for k, v in c.items()} for n, c in cell.items()}))
+
+for key, unit, hib in (("binary_bytes_stripped", "bytes", False), ("idle_rss_kb", "KB", False),
+                       ("idle_wakeups_per_s", "/s", False), ("startup_ms", "ms", False)):
+    g = lambda n: foot.get(n, {}).get(key)
+    m = g("midge")
+    def r(p):
+        if m is None or p is None or m == 0 or p == 0: return "n/a"
+        return fmt(p / m) + "x"
+    table.append(["footprint " + key, "-", unit, fmt(g("mosquitto")), fmt(g("rumqttd")), fmt(m), r(g("mosquitto")), r(g("rumqttd")), "", ""])
+
+hdr = ["scenario", "transport", "metric", "mosquitto", "rumqttd", "midge", "midge vs mosq", "midge vs rumq", "loadgen cpu", "notes"]
+w = [max(len(str(x[i])) for x in table + [hdr]) for i in range(len(hdr))]
+def line(cells): return " | ".join(str(c).ljust(w[i]) for i, c in enumerate(cells)).rstrip()
+print()
+print(f"midge benchmark: medians of {ROUNDS} rounds ({CONN_ROUNDS} for connections), {DUR}s per throughput run; "
+      "brokers pinned to core %s, load generator to core %s" % (BCORE, LCORE))
+print("ratios: >1x means midge is better (higher throughput, or lower latency/memory); mosquitto = better of "
+      "as-shipped (nagle) and set_tcp_nodelay true (nd)")
+print(line(hdr)); print("-+-".join("-" * x for x in w))
+for t in table: print(line(t))
+print(f"\ntotal time {time.time()-T_START:.0f}s; broker logs and configs in {TMP}")
+doc = dict(generated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), rounds=ROUNDS, conn_rounds=CONN_ROUNDS,
+           duration_s=DUR, warmup_s=WARM, latency_rate=LAT_RATE, conns=CONNS, fanout_subscribers=FAN_SUBS,
+           payloads=PAYLOADS, broker_core=BCORE, loadgen_core=LCORE, brokers=NAMES,
+           binaries={n: BROKERS[n]["bin"] for n in NAMES}, rows=js_rows, footprint=foot, table_header=hdr, table=table)
+with open(os.path.join(OUT, "results.json"), "w") as f:
+    json.dump(doc, f, indent=1)
+print(f"wrote {os.path.join(OUT, 'results.json')}")
+PYEOF
