@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use midge::mqtt::{decode_packet, encode_packet, encode_publish_header, Packet, ProtocolLevel, Publish, QoS};
-use midge::ws::FrameDecoder;
+use midge::ws::{FrameDecoder, WsEvent};
 
 fn time<F: FnMut() -> usize>(name: &str, iterations: usize, mut f: F) {
     let start = Instant::now();
@@ -64,12 +64,13 @@ fn main() {
         frame.extend_from_slice(&(wire.len() as u64).to_be_bytes());
         frame.extend_from_slice(&mask);
         frame.extend(wire.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        let mut stream = Vec::with_capacity(wire.len());
-        time(&format!("ws unmask frame of 64 x {size} B"), iterations / 64 + 1, || {
+        // Unmasking twice restores the bytes, so the same buffer serves every iteration.
+        time(&format!("ws unmask in place, 64 x {size} B"), iterations / 64 + 1, || {
             let mut decoder = FrameDecoder::new(usize::MAX);
-            stream.clear();
-            let _ = decoder.decode(&frame, &mut stream);
-            stream.len()
+            match decoder.decode_in_place(&mut frame) {
+                Ok((n, WsEvent::Data(_))) => n,
+                _ => 0,
+            }
         });
     }
 }

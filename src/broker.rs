@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::buffer::Slab;
+use crate::buffer::{InBuf, Slab};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Transport};
 use crate::mqtt::{
@@ -19,7 +19,7 @@ use crate::mqtt::{
 };
 use crate::router::{Message, RetainedStore, Router, Subscriber};
 use crate::session::{Inflight, InflightState, Outgoing, Session};
-use crate::ws::{self, FrameDecoder, HandshakeConfig, HandshakeError, HandshakeOutcome, WsControl, WsError};
+use crate::ws::{self, FrameDecoder, HandshakeConfig, HandshakeError, HandshakeOutcome, WsControl, WsError, WsEvent};
 
 /// A client whose unsent output exceeds this loses QoS 0 messages instead of growing without
 /// bound (QoS 1/2 are held back by the in-flight window and the session queue instead).
@@ -265,31 +265,40 @@ impl Core {
         self.timers.push(Reverse((at, token, conn.serial)));
     }
 
-    /// Bytes arrived on `token`'s socket.
-    pub fn handle_input(&mut self, token: usize, data: &[u8], now: Instant) {
-        let Some(conn) = self.conns.get_mut(token) else { return };
-        if conn.closing {
+    /// Bytes arrived on `token`'s socket, read into a shared buffer because the connection held
+    /// nothing. They may be modified in place (WebSocket unmasking).
+    pub fn handle_input(&mut self, token: usize, data: &mut [u8], now: Instant) {
+        let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
+        conn.last_received = now;
+        if !conn.raw_in.is_empty() {
+            // Keep byte order: append behind what is held.
+            conn.raw_in.extend_from_slice(data);
+            self.handle_buffered_input(token, now);
             return;
         }
-        conn.last_received = now;
-        // Decode straight from the caller's buffer when nothing is left over from earlier reads;
-        // only a trailing partial packet is copied into the connection.
-        let mut held = std::mem::take(&mut conn.raw_in);
-        let consumed = if held.is_empty() {
-            let n = self.process_raw(token, data, now);
-            held.extend_from_slice(data.get(n..).unwrap_or(&[]));
-            n
-        } else {
-            held.extend_from_slice(data);
-            let n = self.process_raw(token, &held, now);
-            held.drain(..n.min(held.len()));
-            n
-        };
-        let _ = consumed;
-        if let Some(conn) = self.conns.get_mut(token) {
-            if !conn.closing && !held.is_empty() {
-                conn.raw_in = held;
+        let n = self.process_raw(token, data, now);
+        if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
+            if let Some(rest) = data.get(n..).filter(|r| !r.is_empty()) {
+                conn.raw_in.extend_from_slice(rest);
             }
+        }
+    }
+
+    /// Where to read `token`'s next bytes when it already holds a partial unit: straight behind
+    /// it (no copy). `None`: read into the shared buffer and call `handle_input`.
+    pub fn held_input(&mut self, token: usize) -> Option<&mut InBuf> {
+        self.conns.get_mut(token).map(|c| &mut c.raw_in).filter(|b| !b.is_empty())
+    }
+
+    /// Bytes were committed into `held_input(token)`.
+    pub fn handle_buffered_input(&mut self, token: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
+        conn.last_received = now;
+        let mut held = std::mem::take(&mut conn.raw_in);
+        let n = self.process_raw(token, held.filled_mut(), now);
+        held.consume(n);
+        if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
+            conn.raw_in = held;
         }
     }
 
@@ -311,7 +320,7 @@ impl Core {
     }
 
     /// Run raw socket bytes through the transport layers. Returns how many bytes were consumed.
-    fn process_raw(&mut self, token: usize, data: &[u8], now: Instant) -> usize {
+    fn process_raw(&mut self, token: usize, data: &mut [u8], now: Instant) -> usize {
         let Some(conn) = self.conns.get_mut(token) else { return data.len() };
         match &mut conn.transport {
             Transport::Tcp => self.process_mqtt(token, data, now),
@@ -328,11 +337,14 @@ impl Core {
                         conn.transport = Transport::Ws {
                             decoder: FrameDecoder::new(self.max_packet_size),
                             mqtt_in: Vec::new(),
+                            frame: crate::connection::OpenFrame::None,
                             unframed: Default::default(),
                         };
                         self.mark_dirty(token);
-                        let rest = data.get(consumed..).unwrap_or(&[]);
-                        consumed + self.process_raw(token, rest, now)
+                        match data.get_mut(consumed..) {
+                            Some(rest) => consumed + self.process_raw(token, rest, now),
+                            None => data.len(),
+                        }
                     }
                     HandshakeOutcome::Reject { response, error } => {
                         conn.out.push_slice(&response);
@@ -341,59 +353,64 @@ impl Core {
                     }
                 }
             }
-            Transport::Ws { decoder, mqtt_in, .. } => {
-                let mut pos = 0;
-                let mut stream = std::mem::take(mqtt_in);
-                let mut control = None;
-                let mut failure = None;
-                while pos < data.len() {
-                    match decoder.decode(data.get(pos..).unwrap_or(&[]), &mut stream) {
-                        Ok((n, ctrl)) => {
-                            pos += n;
-                            match ctrl {
-                                Some(WsControl::Ping(payload)) => {
-                                    ws::frame::encode_pong(&payload, conn.out.tail());
-                                    control = Some(false);
-                                }
-                                Some(WsControl::Pong) => {}
-                                Some(WsControl::Close { code }) => {
-                                    failure = Some(CloseReason::WebSocketClosed(code));
-                                    pos = data.len();
-                                    break;
-                                }
-                                None => break,
-                            }
-                        }
-                        Err(e) => {
-                            failure = Some(CloseReason::WebSocket(e));
-                            pos = data.len();
-                            break;
-                        }
+            Transport::Ws { .. } => self.process_frames(token, data, now),
+        }
+    }
+
+    /// WebSocket frames: payloads are unmasked in place and decoded as MQTT right there; only a
+    /// packet that spans frames is copied (into the connection's `mqtt_in`).
+    fn process_frames(&mut self, token: usize, data: &mut [u8], now: Instant) -> usize {
+        let mut pos = 0;
+        let mut failure = None;
+        while let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
+            let Transport::Ws { decoder, .. } = &mut conn.transport else { break };
+            let Some(rest) = data.get_mut(pos..) else { break };
+            match decoder.decode_in_place(rest) {
+                Ok((n, WsEvent::Data(range))) => {
+                    let (start, end) = (pos + range.start, pos + range.end);
+                    pos += n;
+                    if let Some(bytes) = data.get_mut(start..end) {
+                        self.feed_ws_stream(token, bytes, now);
                     }
                 }
-                if control.is_some() {
+                Ok((n, WsEvent::Control(WsControl::Ping(payload)))) => {
+                    pos += n;
+                    // Close the open data frame first: frames never nest.
+                    conn.prepare_flush();
+                    ws::frame::encode_pong(&payload, conn.out.tail());
                     self.mark_dirty(token);
                 }
-                // MQTT packets that arrived before a close or a bad frame are still acted on.
-                let n = self.process_mqtt(token, &stream, now);
-                stream.drain(..n.min(stream.len()));
-                if let Some(conn) = self.conns.get_mut(token) {
-                    if let Transport::Ws { mqtt_in, .. } = &mut conn.transport {
-                        if !stream.is_empty() {
-                            *mqtt_in = stream;
-                        }
-                    }
+                Ok((n, WsEvent::Control(WsControl::Pong))) => pos += n,
+                Ok((_, WsEvent::Control(WsControl::Close { code }))) => {
+                    failure = Some(CloseReason::WebSocketClosed(code));
+                    break;
                 }
-                if let Some(reason) = failure {
-                    self.close(token, reason);
+                Ok((n, WsEvent::NeedMore)) => return pos + n,
+                Err(e) => {
+                    failure = Some(CloseReason::WebSocket(e));
+                    break;
                 }
-                pos
             }
+        }
+        if let Some(reason) = failure {
+            self.close(token, reason);
+        }
+        data.len()
+    }
+
+    /// MQTT stream bytes from one WebSocket frame.
+    fn feed_ws_stream(&mut self, token: usize, bytes: &mut [u8], now: Instant) {
+        let Some(Transport::Ws { mqtt_in, .. }) = self.conns.get_mut(token).map(|c| &mut c.transport) else { return };
+        let mut held = std::mem::take(mqtt_in);
+        consume_with_leftover(&mut held, bytes, |b| self.process_mqtt(token, b, now));
+        if let Some(Transport::Ws { mqtt_in, .. }) = self.conns.get_mut(token).map(|c| &mut c.transport) {
+            *mqtt_in = held;
         }
     }
 
     /// Decode and act on every complete MQTT packet in `buf`. Returns the bytes consumed.
-    fn process_mqtt(&mut self, token: usize, buf: &[u8], now: Instant) -> usize {
+    fn process_mqtt(&mut self, token: usize, buf: &mut [u8], now: Instant) -> usize {
+        let buf: &[u8] = buf;
         let mut pos = 0;
         loop {
             let Some(conn) = self.conns.get(token) else { return buf.len() };
@@ -832,6 +849,23 @@ impl Core {
             self.route(&will);
         }
         self.closed.push(token);
+    }
+}
+
+/// Hand `held` + `data` to `consume`, which returns how many bytes it used; keep the rest in
+/// `held`. When nothing is held, `data` is consumed where it lies and only a trailing partial
+/// unit is copied; a drained `held` gives its memory back (idle connections stay small).
+fn consume_with_leftover(held: &mut Vec<u8>, data: &mut [u8], mut consume: impl FnMut(&mut [u8]) -> usize) {
+    if held.is_empty() {
+        let n = consume(data);
+        *held = data.get(n..).map(<[u8]>::to_vec).unwrap_or_default();
+    } else {
+        held.extend_from_slice(data);
+        let n = consume(held);
+        held.drain(..n.min(held.len()));
+        if held.is_empty() {
+            *held = Vec::new();
+        }
     }
 }
 

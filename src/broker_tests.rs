@@ -23,7 +23,7 @@ impl Harness {
     fn send(&mut self, token: usize, packet: &Packet<'_>) {
         let mut bytes = Vec::new();
         encode_packet(packet, ProtocolLevel::V311, &mut bytes);
-        self.core.handle_input(token, &bytes, self.now);
+        self.core.handle_input(token, &mut bytes, self.now);
     }
 
     fn connect(&mut self, id: &str, clean: bool) -> (usize, Vec<Vec<u8>>) {
@@ -117,8 +117,8 @@ fn mqtt_3_1_2_2_level_5_gets_connack_1_then_close() {
     let mut h = Harness::new();
     let t = h.open();
     // CONNECT, protocol MQTT level 5, properties length 0.
-    let bytes = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0];
-    h.core.handle_input(t, &bytes, h.now);
+    let mut bytes = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0];
+    h.core.handle_input(t, &mut bytes, h.now);
     let out = h.received(t);
     assert_eq!(
         decode(&out[0]),
@@ -147,7 +147,7 @@ fn malformed_bytes_close_only_that_connection() {
     let (good, _) = h.connect("good", true);
     h.subscribe(good, "t", QoS::AtMostOnce);
     let (bad, _) = h.connect("bad", true);
-    h.core.handle_input(bad, &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], h.now);
+    h.core.handle_input(bad, &mut [0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], h.now);
     assert!(h.is_closed(bad));
     let (pubr, _) = h.connect("pub", true);
     h.publish(pubr, "t", b"still here", QoS::AtMostOnce, 0, false);
@@ -380,7 +380,7 @@ fn packet_split_across_reads_is_reassembled() {
         encode_packet(&Packet::Publish(publish), ProtocolLevel::V311, &mut bytes);
     }
     for chunk in bytes.chunks(7) {
-        h.core.handle_input(p, chunk, h.now);
+        h.core.handle_input(p, &mut chunk.to_vec(), h.now);
     }
     assert_eq!(h.received(s).len(), 3);
     assert!(h.core.conns.get(p).unwrap().raw_in.is_empty(), "drained buffer is given back");
@@ -409,7 +409,7 @@ fn one_live_timer_per_connection() {
     let (_t, _) = h.connect("k", true); // keep alive 10 s -> deadline 15 s, later than connect timeout
     assert_eq!(h.core.timers.len(), 1);
     for secs in [11, 16, 30, 60] {
-        h.core.handle_input(_t, &[0xC0, 0x00], h.now + Duration::from_secs(secs - 1)); // PINGREQ
+        h.core.handle_input(_t, &mut [0xC0, 0x00], h.now + Duration::from_secs(secs - 1)); // PINGREQ
         h.core.handle_timeouts(h.now + Duration::from_secs(secs));
         assert_eq!(h.core.timers.len(), 1, "after {secs} s");
     }

@@ -11,6 +11,11 @@ use std::rc::Rc;
 /// Payloads at least this large are shared by reference instead of copied per subscriber.
 pub const SHARE_THRESHOLD: usize = 2048;
 
+/// A tail that carried at least this much in one flush is kept for the next turn...
+const KEEP_TAIL_AFTER: usize = 8 * 1024;
+/// ...unless it grew beyond this.
+const MAX_KEPT_TAIL: usize = 256 * 1024;
+
 /// Most slices handed to one `writev`.
 const MAX_IOVECS: usize = 64;
 
@@ -87,6 +92,38 @@ impl OutQueue {
         }
     }
 
+    /// Memory held (for tests of idle cost).
+    pub fn capacity(&self) -> usize {
+        self.tail.capacity() + self.sealed
+    }
+
+    /// On an empty queue: queue `n` placeholder bytes to be filled later by `fill_placeholder`
+    /// (a WebSocket frame header whose length is known only at flush time). Returns false, doing
+    /// nothing, if the queue is not empty.
+    pub fn begin_with_placeholder(&mut self, n: usize) -> bool {
+        if !self.is_empty() {
+            return false;
+        }
+        self.clear();
+        self.tail.resize(n, 0);
+        true
+    }
+
+    /// Replace the `n`-byte placeholder at the front with `bytes` (at most `n` long): they are
+    /// written into its end and the unused start is skipped, so the bytes after it are not moved.
+    pub fn fill_placeholder(&mut self, n: usize, bytes: &[u8]) {
+        let skip = n.saturating_sub(bytes.len());
+        let front = match self.segments.front_mut() {
+            Some(Segment::Owned(v)) => v,
+            Some(Segment::Shared(_)) => return,
+            None => &mut self.tail,
+        };
+        if let Some(slot) = front.get_mut(skip..n) {
+            slot.copy_from_slice(bytes.get(..n - skip).unwrap_or(&[]));
+            self.front_written = skip;
+        }
+    }
+
     /// Move every unwritten byte of `other` to the end of this queue, leaving `other` empty.
     /// Owned bytes are copied into the tail (they are small), shared ones stay shared.
     pub fn append_queue(&mut self, other: &mut OutQueue) {
@@ -140,7 +177,15 @@ impl OutQueue {
             };
             self.consume(written);
         }
+        // A busy connection (a large batch just went out) keeps its tail allocation for the next
+        // turn instead of regrowing it by doubling; a quiet one gives it back.
+        let keep = self.tail.len() >= KEEP_TAIL_AFTER && self.tail.capacity() <= MAX_KEPT_TAIL;
+        let mut tail = std::mem::take(&mut self.tail);
         self.clear();
+        if keep {
+            tail.clear();
+            self.tail = tail;
+        }
         Ok(true)
     }
 
@@ -160,6 +205,66 @@ impl OutQueue {
                 self.front_written += n;
                 n = 0;
             }
+        }
+    }
+}
+
+/// Bytes received and not yet consumed (a partial packet, frame header or HTTP head). The next
+/// read goes straight into its free space, so a stream whose packets straddle reads is not
+/// copied again; it holds no memory once drained.
+#[derive(Debug, Default)]
+pub struct InBuf {
+    /// Initialised storage; `start..end` is the unconsumed data.
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    pub fn is_empty(&self) -> bool {
+        self.start >= self.end
+    }
+
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// The unconsumed bytes.
+    pub fn filled_mut(&mut self) -> &mut [u8] {
+        self.data.get_mut(self.start..self.end).unwrap_or(&mut [])
+    }
+
+    /// Drop the first `n` unconsumed bytes; give the memory back when nothing is left.
+    pub fn consume(&mut self, n: usize) {
+        self.start = self.start.saturating_add(n).min(self.end);
+        if self.start == self.end {
+            *self = InBuf::default();
+        }
+    }
+
+    /// Free space for at least `want` more bytes after the data (moving the unconsumed bytes to
+    /// the front first). Fill it, then call `commit`.
+    pub fn spare(&mut self, want: usize) -> &mut [u8] {
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.data.len() - self.end < want {
+            self.data.resize(self.end + want, 0);
+        }
+        self.data.get_mut(self.end..).unwrap_or(&mut [])
+    }
+
+    /// Record that `n` bytes were written into `spare`.
+    pub fn commit(&mut self, n: usize) {
+        self.end = self.end.saturating_add(n).min(self.data.len());
+    }
+
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if let Some(dst) = self.spare(bytes.len()).get_mut(..bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.commit(bytes.len());
         }
     }
 }
@@ -283,6 +388,50 @@ mod tests {
         let mut w = Trickle { out: Vec::new(), limit: 100, calls: 10 };
         assert!(b.write_to(&mut w).unwrap());
         assert_eq!(w.out, b"<cdef");
+    }
+
+    #[test]
+    fn placeholder_is_filled_in_place_even_behind_shared_bytes() {
+        let big: SharedBytes = vec![7u8; SHARE_THRESHOLD].into();
+        let mut q = OutQueue::default();
+        assert!(q.begin_with_placeholder(10));
+        q.push_slice(b"ab");
+        q.push_shared(&big);
+        q.fill_placeholder(10, &[0x82, 0x7E, 0x08, 0x02]);
+        assert_eq!(q.len(), 4 + 2 + SHARE_THRESHOLD);
+        let mut w = Trickle { out: Vec::new(), limit: usize::MAX, calls: 10 };
+        assert!(q.write_to(&mut w).unwrap());
+        assert_eq!(&w.out[..6], &[0x82, 0x7E, 0x08, 0x02, b'a', b'b']);
+        q.push_slice(b"x");
+        assert!(!q.begin_with_placeholder(10), "only on an empty queue");
+    }
+
+    #[test]
+    fn inbuf_reads_into_free_space_and_releases_when_drained() {
+        let mut b = InBuf::default();
+        b.extend_from_slice(b"abc");
+        b.consume(1);
+        let spare = b.spare(4);
+        assert!(spare.len() >= 4);
+        spare[..2].copy_from_slice(b"de");
+        b.commit(2);
+        assert_eq!(b.filled_mut(), b"bcde");
+        b.consume(4);
+        assert!(b.is_empty());
+        assert_eq!(b.data.capacity(), 0);
+    }
+
+    #[test]
+    fn quiet_connections_give_output_memory_back() {
+        let mut q = OutQueue::default();
+        q.push_slice(&[1; 100]);
+        let mut w = Trickle { out: Vec::new(), limit: usize::MAX, calls: 10 };
+        assert!(q.write_to(&mut w).unwrap());
+        assert_eq!(q.capacity(), 0);
+        q.push_slice(&[1; 20_000]);
+        assert!(q.write_to(&mut w).unwrap());
+        assert!(q.capacity() >= 20_000, "busy connection keeps its buffer");
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::buffer::OutQueue;
+use crate::buffer::{InBuf, OutQueue};
 use crate::mqtt::{encode_publish_header, ProtocolLevel};
 use crate::router::Message;
 use crate::session::Outgoing;
@@ -25,10 +25,26 @@ pub enum Transport {
         decoder: FrameDecoder,
         /// MQTT bytes unmasked from frames and not yet decoded (a partial packet).
         mqtt_in: Vec<u8>,
-        /// MQTT bytes encoded this turn, framed into one binary frame at flush time.
+        /// The binary frame being filled with this turn's MQTT bytes.
+        frame: OpenFrame,
+        /// MQTT bytes encoded this turn when the wire queue was not empty (`OpenFrame::Separate`).
         unframed: OutQueue,
     },
 }
+
+/// Where this turn's outgoing MQTT bytes over WebSocket are collected until the flush frames them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFrame {
+    /// No MQTT bytes since the last flush.
+    None,
+    /// Straight in the wire queue, behind a placeholder for the frame header (no copy).
+    InPlace,
+    /// In `unframed`, copied behind a header at flush (the wire queue still held older bytes).
+    Separate,
+}
+
+/// Room for the longest frame header a server sends (no mask): 2 + 8 bytes.
+const FRAME_HEADER_ROOM: usize = 10;
 
 /// Where the MQTT conversation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +65,7 @@ pub struct Connection {
     pub transport: Transport,
     /// Raw bytes received and not yet consumed (a partial packet, frame header or HTTP head).
     /// Empty (no allocation) on an idle connection.
-    pub raw_in: Vec<u8>,
+    pub raw_in: InBuf,
     /// Bytes for the socket, in wire format.
     pub out: OutQueue,
     pub phase: Phase,
@@ -75,7 +91,7 @@ impl Connection {
             peer,
             forwarded_for: None,
             transport,
-            raw_in: Vec::new(),
+            raw_in: InBuf::default(),
             out: OutQueue::default(),
             phase: Phase::AwaitConnect,
             level: ProtocolLevel::V311,
@@ -90,11 +106,23 @@ impl Connection {
         }
     }
 
-    /// Where MQTT packets are encoded: straight to the wire for TCP, into the unframed queue for
-    /// WebSocket.
+    /// Where MQTT packets are encoded: straight to the wire for TCP; for WebSocket, into the
+    /// frame being filled this turn.
     pub fn mqtt_out(&mut self) -> &mut OutQueue {
         match &mut self.transport {
-            Transport::Ws { unframed, .. } => unframed,
+            Transport::Ws { frame, unframed, .. } => {
+                if *frame == OpenFrame::None {
+                    *frame = if self.out.begin_with_placeholder(FRAME_HEADER_ROOM) {
+                        OpenFrame::InPlace
+                    } else {
+                        OpenFrame::Separate
+                    };
+                }
+                match frame {
+                    OpenFrame::Separate => unframed,
+                    _ => &mut self.out,
+                }
+            }
             _ => &mut self.out,
         }
     }
@@ -116,13 +144,23 @@ impl Connection {
         q.push_shared(&msg.payload);
     }
 
-    /// Before a write: wrap the MQTT bytes encoded this turn into one binary frame, so a burst of
-    /// small packets costs one frame header and one syscall.
+    /// Before a write, or before a control frame is queued: close the binary frame holding the
+    /// MQTT bytes encoded this turn, so a burst of small packets costs one frame header and one
+    /// syscall.
     pub fn prepare_flush(&mut self) {
-        if let Transport::Ws { unframed, .. } = &mut self.transport {
-            if !unframed.is_empty() {
-                ws::frame::encode_binary_header(unframed.len(), self.out.tail());
-                self.out.append_queue(unframed);
+        let Transport::Ws { frame, unframed, .. } = &mut self.transport else { return };
+        match std::mem::replace(frame, OpenFrame::None) {
+            OpenFrame::None => {}
+            OpenFrame::InPlace => {
+                let mut header = Vec::with_capacity(FRAME_HEADER_ROOM);
+                ws::frame::encode_binary_header(self.out.len().saturating_sub(FRAME_HEADER_ROOM), &mut header);
+                self.out.fill_placeholder(FRAME_HEADER_ROOM, &header);
+            }
+            OpenFrame::Separate => {
+                if !unframed.is_empty() {
+                    ws::frame::encode_binary_header(unframed.len(), self.out.tail());
+                    self.out.append_queue(unframed);
+                }
             }
         }
     }

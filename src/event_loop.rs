@@ -215,14 +215,32 @@ impl Serving<'_> {
         let mut budget = READ_BUDGET;
         loop {
             let Some(Some(socket)) = self.sockets.get_mut(token) else { return };
-            match socket.read(scratch) {
+            // A connection holding a partial packet reads straight behind it; others read into
+            // the shared buffer and keep nothing when every packet in it is complete.
+            let (result, room, into_held) = match self.core.held_input(token) {
+                Some(held) => {
+                    let spare = held.spare(READ_CHUNK);
+                    let room = spare.len();
+                    let result = socket.read(spare);
+                    if let Ok(n) = result {
+                        held.commit(n);
+                    }
+                    (result, room, true)
+                }
+                None => (socket.read(scratch), scratch.len(), false),
+            };
+            match result {
                 Ok(0) => {
                     self.core.handle_hangup(token, None);
                     return;
                 }
                 Ok(n) => {
-                    self.core.handle_input(token, scratch.get(..n).unwrap_or(&[]), now);
-                    if n < scratch.len() && !hangup {
+                    if into_held {
+                        self.core.handle_buffered_input(token, now);
+                    } else {
+                        self.core.handle_input(token, scratch.get_mut(..n).unwrap_or(&mut []), now);
+                    }
+                    if n < room && !hangup {
                         // A short read drained the socket; epoll reports the next arrival as a
                         // new edge, so skip the read that would only say WouldBlock.
                         return;

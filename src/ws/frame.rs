@@ -89,6 +89,15 @@ pub enum WsControl {
     Close { code: Option<u16> },
 }
 
+/// One step of `FrameDecoder::decode_in_place`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsEvent {
+    /// These bytes of the input are unmasked MQTT stream bytes.
+    Data(std::ops::Range<usize>),
+    Control(WsControl),
+    NeedMore,
+}
+
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
@@ -143,52 +152,49 @@ impl FrameDecoder {
         }
     }
 
-    /// Consume bytes from `input`, appending unmasked binary payload bytes to `mqtt_out`.
-    /// Returns how many input bytes were consumed, and a control frame if one completed; the caller
-    /// handles the control frame and calls again with the rest of the input. Returns once the
-    /// input is exhausted (or holds only part of a frame header / control frame).
+    /// Take the next step through `input`, unmasking binary payload bytes in place. Returns how
+    /// many bytes were consumed and what they held:
+    /// - `WsEvent::Data(range)`: `input[range]` is now plain MQTT stream bytes (the caller decodes
+    ///   them right there: no copy unless a packet spans frames);
+    /// - `WsEvent::Control(c)`: a complete control frame;
+    /// - `WsEvent::NeedMore`: the rest of the input is part of a frame header or control frame
+    ///   (keep it and call again with more bytes), or the input is exhausted.
     ///
-    /// After `Close` every later call consumes all its input and yields nothing. After an error
-    /// the decoder's state is unspecified: close the connection with `close_code()`.
-    pub fn decode(&mut self, input: &[u8], mqtt_out: &mut Vec<u8>) -> Result<(usize, Option<WsControl>), WsError> {
+    /// After `Close` every later call consumes all its input and yields `NeedMore`. After an
+    /// error the decoder's state is unspecified: close the connection with `close_code()`.
+    pub fn decode_in_place(&mut self, input: &mut [u8]) -> Result<(usize, WsEvent), WsError> {
         if self.closed {
-            return Ok((input.len(), None));
+            return Ok((input.len(), WsEvent::NeedMore));
         }
         let mut pos = 0usize;
         loop {
-            let rest = input.get(pos..).unwrap_or(&[]);
             if self.remaining > 0 {
-                let n = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(rest.len());
-                let Some(chunk) = rest.get(..n) else {
-                    return Ok((pos, None));
-                };
+                let avail = input.len().saturating_sub(pos);
+                let n = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(avail);
                 if n == 0 {
-                    return Ok((pos, None));
+                    return Ok((pos, WsEvent::NeedMore));
                 }
-                let start = mqtt_out.len();
-                mqtt_out.extend_from_slice(chunk);
-                if let Some(new) = mqtt_out.get_mut(start..) {
-                    unmask(new, self.mask);
+                if let Some(chunk) = input.get_mut(pos..pos + n) {
+                    unmask(chunk, self.mask);
                 }
                 self.mask.rotate_left(n % 4);
                 self.remaining -= n as u64;
-                pos += n;
                 if self.remaining == 0 {
                     self.end_data_frame();
                 }
-                continue;
+                return Ok((pos + n, WsEvent::Data(pos..pos + n)));
             }
+            let rest = input.get(pos..).unwrap_or(&[]);
             let Some(h) = self.parse_header(rest)? else {
-                return Ok((pos, None));
+                return Ok((pos, WsEvent::NeedMore));
             };
             if h.opcode >= OP_CLOSE {
-                // Control frame: only handled once complete (len <= 125 was checked).
                 let total = h.size + h.len as usize;
                 let Some(payload) = rest.get(h.size..total) else {
-                    return Ok((pos, None));
+                    return Ok((pos, WsEvent::NeedMore));
                 };
                 let ctrl = self.control(h.opcode, payload, h.mask)?;
-                return Ok((pos + total, Some(ctrl)));
+                return Ok((pos + total, WsEvent::Control(ctrl)));
             }
             pos += h.size;
             self.fin = h.fin;
@@ -198,6 +204,25 @@ impl FrameDecoder {
             self.message_len = h.message_len;
             if h.len == 0 {
                 self.end_data_frame();
+            }
+        }
+    }
+
+    /// Like `decode_in_place` for input that cannot be modified: binary payload bytes are
+    /// appended, unmasked, to `mqtt_out`. Returns the bytes consumed and a control frame if one
+    /// completed (call again with the rest after handling it).
+    pub fn decode(&mut self, input: &[u8], mqtt_out: &mut Vec<u8>) -> Result<(usize, Option<WsControl>), WsError> {
+        let mut buf = input.to_vec();
+        let mut pos = 0;
+        loop {
+            let (n, event) = self.decode_in_place(buf.get_mut(pos..).unwrap_or(&mut []))?;
+            match event {
+                WsEvent::Data(range) => {
+                    mqtt_out.extend_from_slice(buf.get(pos + range.start..pos + range.end).unwrap_or(&[]));
+                    pos += n;
+                }
+                WsEvent::Control(c) => return Ok((pos + n, Some(c))),
+                WsEvent::NeedMore => return Ok((pos + n, None)),
             }
         }
     }
@@ -316,14 +341,19 @@ fn close_code_is_valid(code: u16) -> bool {
 
 /// XOR `buf` with `mask` repeated from its first byte. Written so the compiler vectorizes it.
 fn unmask(buf: &mut [u8], mask: [u8; 4]) {
-    let word = u32::from_ne_bytes(mask);
-    let mut chunks = buf.chunks_exact_mut(4);
-    for c in &mut chunks {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(c);
-        c.copy_from_slice(&(u32::from_ne_bytes(w) ^ word).to_ne_bytes());
+    // 32 mask bytes side by side: a plain zip over fixed-size chunks, which the compiler turns
+    // into vector XORs. Each chunk starts at a multiple of 4, so the mask phase stays aligned.
+    let mut wide = [0u8; 32];
+    for (w, m) in wide.iter_mut().zip(mask.iter().cycle()) {
+        *w = *m;
     }
-    for (b, m) in chunks.into_remainder().iter_mut().zip(mask) {
+    let mut chunks = buf.chunks_exact_mut(32);
+    for chunk in &mut chunks {
+        for (b, m) in chunk.iter_mut().zip(wide.iter()) {
+            *b ^= m;
+        }
+    }
+    for (b, m) in chunks.into_remainder().iter_mut().zip(wide.iter()) {
         *b ^= m;
     }
 }

@@ -4,5 +4,5 @@
 pub mod frame;
 pub mod handshake;
 
-pub use frame::{FrameDecoder, WsControl, WsError};
+pub use frame::{FrameDecoder, WsControl, WsError, WsEvent};
 pub use handshake::{HandshakeConfig, HandshakeError, HandshakeOutcome};
