@@ -337,8 +337,7 @@ impl Core {
                         conn.transport = Transport::Ws {
                             decoder: FrameDecoder::new(self.max_packet_size),
                             mqtt_in: Vec::new(),
-                            frame: crate::connection::OpenFrame::None,
-                            unframed: Default::default(),
+                            open_frame: None,
                         };
                         self.mark_dirty(token);
                         match data.get_mut(consumed..) {

@@ -37,6 +37,13 @@ impl Segment {
     }
 }
 
+/// Where `OutQueue::begin_placeholder` put its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholder {
+    Front,
+    Segment(usize),
+}
+
 /// A queue of bytes to write. Empty queues hold no heap memory, so idle connections stay cheap.
 #[derive(Debug, Default)]
 pub struct OutQueue {
@@ -97,54 +104,59 @@ impl OutQueue {
         self.tail.capacity() + self.sealed
     }
 
-    /// On an empty queue: queue `n` placeholder bytes to be filled later by `fill_placeholder`
-    /// (a WebSocket frame header whose length is known only at flush time). Returns false, doing
-    /// nothing, if the queue is not empty.
-    pub fn begin_with_placeholder(&mut self, n: usize) -> bool {
-        if !self.is_empty() {
-            return false;
-        }
-        self.clear();
-        self.tail.resize(n, 0);
-        true
-    }
-
-    /// Replace the `n`-byte placeholder at the front with `bytes` (at most `n` long): they are
-    /// written into its end and the unused start is skipped, so the bytes after it are not moved.
-    pub fn fill_placeholder(&mut self, n: usize, bytes: &[u8]) {
-        let skip = n.saturating_sub(bytes.len());
-        let front = match self.segments.front_mut() {
-            Some(Segment::Owned(v)) => v,
-            Some(Segment::Shared(_)) => return,
-            None => &mut self.tail,
-        };
-        if let Some(slot) = front.get_mut(skip..n) {
-            slot.copy_from_slice(bytes.get(..n - skip).unwrap_or(&[]));
-            self.front_written = skip;
+    /// Queue `n` placeholder bytes, to be replaced by `fill_placeholder` before the next write
+    /// (a WebSocket frame header whose length is known only at flush time). On an empty queue
+    /// they lead the tail; otherwise they are a segment of their own. Either way the bytes
+    /// queued after them are never moved.
+    pub fn begin_placeholder(&mut self, n: usize) -> Placeholder {
+        if self.is_empty() {
+            self.clear();
+            self.tail.resize(n, 0);
+            Placeholder::Front
+        } else {
+            self.seal_tail();
+            self.sealed += n;
+            self.segments.push_back(Segment::Owned(vec![0; n]));
+            Placeholder::Segment(self.segments.len() - 1)
         }
     }
 
-    /// Move every unwritten byte of `other` to the end of this queue, leaving `other` empty.
-    /// Owned bytes are copied into the tail (they are small), shared ones stay shared.
-    pub fn append_queue(&mut self, other: &mut OutQueue) {
-        let mut skip = other.front_written;
-        for seg in other.segments.drain(..) {
-            match seg {
-                Segment::Shared(s) if skip == 0 => {
-                    self.seal_tail();
-                    self.sealed += s.len();
-                    self.segments.push_back(Segment::Shared(s));
-                }
-                seg => {
-                    let part = seg.bytes().get(skip..).unwrap_or(&[]);
-                    self.tail().extend_from_slice(part);
+    /// Replace the `n`-byte placeholder with `bytes` (at most `n` long). Nothing may have been
+    /// written since `begin_placeholder`.
+    pub fn fill_placeholder(&mut self, at: Placeholder, n: usize, bytes: &[u8]) {
+        let bytes = bytes.get(..n).unwrap_or(bytes);
+        match at {
+            Placeholder::Front => {
+                // Write into the end of the placeholder and skip its unused start.
+                let skip = n - bytes.len();
+                let front = match self.segments.front_mut() {
+                    Some(Segment::Owned(v)) => v,
+                    Some(Segment::Shared(_)) => return,
+                    None => &mut self.tail,
+                };
+                if let Some(slot) = front.get_mut(skip..n) {
+                    slot.copy_from_slice(bytes);
+                    self.front_written = skip;
                 }
             }
-            skip = 0;
+            Placeholder::Segment(index) => {
+                if let Some(Segment::Owned(v)) = self.segments.get_mut(index) {
+                    self.sealed = self.sealed - v.len() + bytes.len();
+                    v.clear();
+                    v.extend_from_slice(bytes);
+                }
+            }
         }
-        let part = other.tail.get(skip..).unwrap_or(&[]);
-        self.tail().extend_from_slice(part);
-        other.clear();
+    }
+
+    /// Bytes queued from the placeholder `at` (included) to the end.
+    pub fn bytes_since(&self, at: Placeholder) -> usize {
+        match at {
+            Placeholder::Front => self.len(),
+            Placeholder::Segment(index) => {
+                self.segments.iter().skip(index).map(|s| s.bytes().len()).sum::<usize>() + self.tail.len()
+            }
+        }
     }
 
     /// Drop everything queued and give the memory back.
@@ -376,34 +388,32 @@ mod tests {
     }
 
     #[test]
-    fn append_queue_keeps_unwritten_bytes_only() {
-        let mut a = OutQueue::default();
-        a.push_slice(b"abcdef");
-        let mut w = Trickle { out: Vec::new(), limit: 2, calls: 1 };
-        assert!(!a.write_to(&mut w).unwrap());
-        let mut b = OutQueue::default();
-        b.push_slice(b"<");
-        b.append_queue(&mut a);
-        assert!(a.is_empty());
-        let mut w = Trickle { out: Vec::new(), limit: 100, calls: 10 };
-        assert!(b.write_to(&mut w).unwrap());
-        assert_eq!(w.out, b"<cdef");
-    }
-
-    #[test]
     fn placeholder_is_filled_in_place_even_behind_shared_bytes() {
         let big: SharedBytes = vec![7u8; SHARE_THRESHOLD].into();
         let mut q = OutQueue::default();
-        assert!(q.begin_with_placeholder(10));
+        let at = q.begin_placeholder(10);
+        assert_eq!(at, Placeholder::Front);
         q.push_slice(b"ab");
         q.push_shared(&big);
-        q.fill_placeholder(10, &[0x82, 0x7E, 0x08, 0x02]);
+        q.fill_placeholder(at, 10, &[0x82, 0x7E, 0x08, 0x02]);
         assert_eq!(q.len(), 4 + 2 + SHARE_THRESHOLD);
         let mut w = Trickle { out: Vec::new(), limit: usize::MAX, calls: 10 };
         assert!(q.write_to(&mut w).unwrap());
         assert_eq!(&w.out[..6], &[0x82, 0x7E, 0x08, 0x02, b'a', b'b']);
-        q.push_slice(b"x");
-        assert!(!q.begin_with_placeholder(10), "only on an empty queue");
+    }
+
+    #[test]
+    fn placeholder_behind_unwritten_bytes_is_its_own_segment() {
+        let mut q = OutQueue::default();
+        q.push_slice(b"old");
+        let at = q.begin_placeholder(10);
+        assert!(matches!(at, Placeholder::Segment(_)));
+        q.push_slice(b"new");
+        q.fill_placeholder(at, 10, &[0x82, 3]);
+        assert_eq!(q.len(), 3 + 2 + 3);
+        let mut w = Trickle { out: Vec::new(), limit: 4, calls: 10 };
+        assert!(q.write_to(&mut w).unwrap());
+        assert_eq!(w.out, b"old\x82\x03new");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::buffer::{InBuf, OutQueue};
+use crate::buffer::{InBuf, OutQueue, Placeholder};
 use crate::mqtt::{encode_publish_header, ProtocolLevel};
 use crate::router::Message;
 use crate::session::Outgoing;
@@ -25,22 +25,9 @@ pub enum Transport {
         decoder: FrameDecoder,
         /// MQTT bytes unmasked from frames and not yet decoded (a partial packet).
         mqtt_in: Vec<u8>,
-        /// The binary frame being filled with this turn's MQTT bytes.
-        frame: OpenFrame,
-        /// MQTT bytes encoded this turn when the wire queue was not empty (`OpenFrame::Separate`).
-        unframed: OutQueue,
+        /// The binary frame being filled with this turn's MQTT bytes: where its header goes.
+        open_frame: Option<Placeholder>,
     },
-}
-
-/// Where this turn's outgoing MQTT bytes over WebSocket are collected until the flush frames them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenFrame {
-    /// No MQTT bytes since the last flush.
-    None,
-    /// Straight in the wire queue, behind a placeholder for the frame header (no copy).
-    InPlace,
-    /// In `unframed`, copied behind a header at flush (the wire queue still held older bytes).
-    Separate,
 }
 
 /// Room for the longest frame header a server sends (no mask): 2 + 8 bytes.
@@ -110,18 +97,9 @@ impl Connection {
     /// frame being filled this turn.
     pub fn mqtt_out(&mut self) -> &mut OutQueue {
         match &mut self.transport {
-            Transport::Ws { frame, unframed, .. } => {
-                if *frame == OpenFrame::None {
-                    *frame = if self.out.begin_with_placeholder(FRAME_HEADER_ROOM) {
-                        OpenFrame::InPlace
-                    } else {
-                        OpenFrame::Separate
-                    };
-                }
-                match frame {
-                    OpenFrame::Separate => unframed,
-                    _ => &mut self.out,
-                }
+            Transport::Ws { open_frame: open @ None, .. } => {
+                *open = Some(self.out.begin_placeholder(FRAME_HEADER_ROOM));
+                &mut self.out
             }
             _ => &mut self.out,
         }
@@ -129,10 +107,7 @@ impl Connection {
 
     /// Bytes owed to this client at the MQTT level (for the slow-consumer limit).
     pub fn pending_output(&self) -> usize {
-        match &self.transport {
-            Transport::Ws { unframed, .. } => unframed.len() + self.out.len(),
-            _ => self.out.len(),
-        }
+        self.out.len()
     }
 
     /// Encode a PUBLISH for `out`. The payload is referenced, not copied, when it is large.
@@ -148,21 +123,12 @@ impl Connection {
     /// MQTT bytes encoded this turn, so a burst of small packets costs one frame header and one
     /// syscall.
     pub fn prepare_flush(&mut self) {
-        let Transport::Ws { frame, unframed, .. } = &mut self.transport else { return };
-        match std::mem::replace(frame, OpenFrame::None) {
-            OpenFrame::None => {}
-            OpenFrame::InPlace => {
-                let mut header = Vec::with_capacity(FRAME_HEADER_ROOM);
-                ws::frame::encode_binary_header(self.out.len().saturating_sub(FRAME_HEADER_ROOM), &mut header);
-                self.out.fill_placeholder(FRAME_HEADER_ROOM, &header);
-            }
-            OpenFrame::Separate => {
-                if !unframed.is_empty() {
-                    ws::frame::encode_binary_header(unframed.len(), self.out.tail());
-                    self.out.append_queue(unframed);
-                }
-            }
-        }
+        let Transport::Ws { open_frame, .. } = &mut self.transport else { return };
+        let Some(at) = open_frame.take() else { return };
+        let payload_len = self.out.bytes_since(at).saturating_sub(FRAME_HEADER_ROOM);
+        let mut header = Vec::with_capacity(FRAME_HEADER_ROOM);
+        ws::frame::encode_binary_header(payload_len, &mut header);
+        self.out.fill_placeholder(at, FRAME_HEADER_ROOM, &header);
     }
 
     /// The instant this connection times out, if it can: the CONNECT (and WebSocket handshake)

@@ -54,10 +54,75 @@ pub struct Subscriber {
     pub qos: QoS,
 }
 
+/// Children of a trie node by exact level name. Most nodes have a handful, where a scan beats
+/// hashing; wide nodes (one level per device id, say) switch to a map.
+#[derive(Debug)]
+enum Children {
+    Few(Vec<(Box<str>, usize)>),
+    Many(LevelMap<usize>),
+}
+
+/// Beyond this many children a node hashes.
+const FEW_CHILDREN: usize = 8;
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    fn get(&self, level: &str) -> Option<usize> {
+        match self {
+            Children::Few(v) => v.iter().find(|(k, _)| k.len() == level.len() && **k == *level).map(|&(_, n)| n),
+            Children::Many(m) => m.get(level).copied(),
+        }
+    }
+
+    fn insert(&mut self, level: &str, node: usize) {
+        match self {
+            Children::Few(v) if v.len() < FEW_CHILDREN => v.push((level.into(), node)),
+            Children::Few(v) => {
+                let mut m: LevelMap<usize> = std::mem::take(v).into_iter().collect();
+                m.insert(level.into(), node);
+                *self = Children::Many(m);
+            }
+            Children::Many(m) => {
+                m.insert(level.into(), node);
+            }
+        }
+    }
+
+    fn remove(&mut self, level: &str) {
+        match self {
+            Children::Few(v) => v.retain(|(k, _)| **k != *level),
+            Children::Many(m) => {
+                m.remove(level);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Few(v) => v.is_empty(),
+            Children::Many(m) => m.is_empty(),
+        }
+    }
+}
+
+/// Split off the first level of a topic: `("a", Some("b/c"))` for `"a/b/c"`. A byte scan: levels
+/// are short, and `str::split` sets up a searcher per call.
+fn split_level(topic: &str) -> (&str, Option<&str>) {
+    match topic.bytes().position(|b| b == b'/') {
+        Some(i) => (topic.get(..i).unwrap_or(""), topic.get(i + 1..)),
+        None => (topic, None),
+    }
+}
+
 #[derive(Debug, Default)]
 struct Node {
     /// Children by exact level name.
-    children: LevelMap<usize>,
+    children: Children,
     /// Child for the `+` level.
     plus: Option<usize>,
     /// Subscribers of `.../#` at this node (they match this level and everything below it).
@@ -109,7 +174,7 @@ impl Router {
             let next = if level == "+" {
                 self.nodes.get(node).and_then(|n| n.plus)
             } else {
-                self.nodes.get(node).and_then(|n| n.children.get(level).copied())
+                self.nodes.get(node).and_then(|n| n.children.get(level))
             };
             node = match next {
                 Some(n) => n,
@@ -119,7 +184,7 @@ impl Router {
                         if level == "+" {
                             parent.plus = Some(child);
                         } else {
-                            parent.children.insert(level.into(), child);
+                            parent.children.insert(level, child);
                         }
                     }
                     child
@@ -150,7 +215,7 @@ impl Router {
             }
             let next = match self.nodes.get(node) {
                 Some(n) if level == "+" => n.plus,
-                Some(n) => n.children.get(level).copied(),
+                Some(n) => n.children.get(level),
                 None => None,
             };
             let Some(next) = next else { return false };
@@ -198,10 +263,7 @@ impl Router {
             // `a/#` matches `a` itself and everything below (4.7.1.2).
             out.extend_from_slice(&n.multi);
         }
-        let (level, tail) = match rest.split_once('/') {
-            Some((l, t)) => (l, Some(t)),
-            None => (rest, None),
-        };
+        let (level, tail) = split_level(rest);
         let mut visit = |child: usize| match tail {
             Some(t) => self.collect(child, t, false, dollar, out),
             None => {
@@ -212,7 +274,7 @@ impl Router {
                 }
             }
         };
-        if let Some(&child) = n.children.get(level) {
+        if let Some(child) = n.children.get(level) {
             visit(child);
         }
         if wild_ok {
@@ -316,6 +378,22 @@ mod tests {
         r.subscribe("x/y", sub(2, QoS::AtMostOnce));
         assert_eq!(r.nodes.len(), 4, "pruned nodes are reused");
         assert_eq!(sessions(&r, "x/y"), vec![2]);
+    }
+
+    #[test]
+    fn wide_nodes_switch_to_a_map_and_still_match() {
+        let mut r = Router::default();
+        for i in 0..50 {
+            r.subscribe(&format!("dev/{i}/t"), sub(i, QoS::AtMostOnce));
+        }
+        assert!(matches!(r.nodes[r.nodes[ROOT].children.get("dev").unwrap()].children, Children::Many(_)));
+        for i in 0..50 {
+            assert_eq!(sessions(&r, &format!("dev/{i}/t")), vec![i]);
+        }
+        for i in 0..50 {
+            assert!(r.unsubscribe(&format!("dev/{i}/t"), i));
+        }
+        assert!(r.nodes[ROOT].is_empty());
     }
 
     #[test]
