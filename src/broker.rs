@@ -25,6 +25,10 @@ use crate::ws::{self, FrameDecoder, HandshakeConfig, HandshakeError, HandshakeOu
 /// bound (QoS 1/2 are held back by the in-flight window and the session queue instead).
 const SLOW_CONSUMER_BYTES: usize = 32 * 1024 * 1024;
 
+/// WebSocket payloads up to this size are slid together before MQTT decoding (a short move is
+/// cheaper than a decoding pass per frame); larger ones are decoded where they lie.
+const COMPACT_FRAME_MAX: usize = 512;
+
 /// Which kind of listener accepted a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
@@ -357,44 +361,85 @@ impl Core {
     }
 
     /// WebSocket frames: payloads are unmasked in place and decoded as MQTT right there; only a
-    /// packet that spans frames is copied (into the connection's `mqtt_in`).
+    /// packet that spans reads is copied (into the connection's `mqtt_in`). Small payloads are
+    /// first slid together over the frame headers between them, so a burst of tiny frames is
+    /// decoded in one pass, as one TCP read would be.
     fn process_frames(&mut self, token: usize, data: &mut [u8], now: Instant) -> usize {
         let mut pos = 0;
+        // Contiguous MQTT bytes collected so far: data[run.0..run.1].
+        let mut run = (0, 0);
         let mut failure = None;
-        while let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
+        let mut consumed = data.len();
+        loop {
+            let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { break };
             let Transport::Ws { decoder, .. } = &mut conn.transport else { break };
             let Some(rest) = data.get_mut(pos..) else { break };
-            match decoder.decode_in_place(rest) {
-                Ok((n, WsEvent::Data(range))) => {
-                    let (start, end) = (pos + range.start, pos + range.end);
-                    pos += n;
-                    if let Some(bytes) = data.get_mut(start..end) {
-                        self.feed_ws_stream(token, bytes, now);
+            let step = decoder.decode_in_place(rest);
+            if let Ok((n, WsEvent::Data(range))) = &step {
+                let (start, end) = (pos + range.start, pos + range.end);
+                pos += n;
+                if end - start <= COMPACT_FRAME_MAX {
+                    if run.0 == run.1 {
+                        run = (start, end);
+                    } else {
+                        data.copy_within(start..end, run.1);
+                        run.1 += end - start;
                     }
+                    continue;
                 }
+                // A large payload: decode it where it is, after what was collected.
+                self.feed_ws_run(token, data, &mut run, now);
+                if let Some(bytes) = data.get_mut(start..end) {
+                    self.feed_ws_stream(token, bytes, now);
+                }
+                continue;
+            }
+            // Anything else ends the run: MQTT bytes before a control frame are handled first.
+            self.feed_ws_run(token, data, &mut run, now);
+            match step {
+                Ok((_, WsEvent::Data(_))) => {}
                 Ok((n, WsEvent::Control(WsControl::Ping(payload)))) => {
                     pos += n;
-                    // Close the open data frame first: frames never nest.
-                    conn.prepare_flush();
-                    ws::frame::encode_pong(&payload, conn.out.tail());
-                    self.mark_dirty(token);
+                    if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
+                        // Close the open data frame first: frames never nest.
+                        conn.prepare_flush();
+                        ws::frame::encode_pong(&payload, conn.out.tail());
+                        self.mark_dirty(token);
+                    }
                 }
                 Ok((n, WsEvent::Control(WsControl::Pong))) => pos += n,
                 Ok((_, WsEvent::Control(WsControl::Close { code }))) => {
                     failure = Some(CloseReason::WebSocketClosed(code));
                     break;
                 }
-                Ok((n, WsEvent::NeedMore)) => return pos + n,
+                Ok((n, WsEvent::NeedMore)) => {
+                    consumed = pos + n;
+                    break;
+                }
                 Err(e) => {
                     failure = Some(CloseReason::WebSocket(e));
                     break;
                 }
             }
         }
+        self.feed_ws_run(token, data, &mut run, now);
         if let Some(reason) = failure {
             self.close(token, reason);
         }
-        data.len()
+        match self.conns.get(token) {
+            Some(c) if !c.closing => consumed,
+            _ => data.len(),
+        }
+    }
+
+    /// Decode the collected run of MQTT bytes, if any.
+    fn feed_ws_run(&mut self, token: usize, data: &mut [u8], run: &mut (usize, usize), now: Instant) {
+        if run.0 < run.1 {
+            if let Some(bytes) = data.get_mut(run.0..run.1) {
+                self.feed_ws_stream(token, bytes, now);
+            }
+        }
+        *run = (0, 0);
     }
 
     /// MQTT stream bytes from one WebSocket frame.
