@@ -110,7 +110,11 @@ impl OutQueue {
     /// queued after them are never moved.
     pub fn begin_placeholder(&mut self, n: usize) -> Placeholder {
         if self.is_empty() {
-            self.clear();
+            // Keep the tail's allocation (a busy connection reuses it every turn).
+            self.segments.clear();
+            self.sealed = 0;
+            self.front_written = 0;
+            self.tail.clear();
             self.tail.resize(n, 0);
             Placeholder::Front
         } else {
