@@ -13,13 +13,13 @@ use log::{debug, info, warn};
 
 use crate::buffer::{InBuf, Slab};
 use crate::config::Config;
-use crate::connection::{Connection, Phase, Transport};
+use crate::connection::{keep_alive_grace, Connection, Phase, Transport, WsState};
 use crate::mqtt::{
     decode_packet, encode_packet, Connect, ConnectReturnCode, DecodeError, Packet, Publish, QoS, Subscribe, Unsubscribe,
 };
 use crate::router::{Message, RetainedStore, Router, Subscriber};
 use crate::session::{Inflight, InflightState, Outgoing, Session};
-use crate::ws::{self, FrameDecoder, HandshakeConfig, HandshakeError, HandshakeOutcome, WsControl, WsError, WsEvent};
+use crate::ws::{self, HandshakeConfig, HandshakeError, HandshakeOutcome, WsControl, WsError, WsEvent};
 
 /// A client whose unsent output exceeds this loses QoS 0 messages instead of growing without
 /// bound (QoS 1/2 are held back by the in-flight window and the session queue instead).
@@ -118,7 +118,7 @@ pub struct Core {
 
     pub conns: Slab<Connection>,
     sessions: Slab<Session>,
-    client_ids: HashMap<Box<str>, usize>,
+    client_ids: HashMap<Rc<str>, usize>,
     router: Router,
     retained: RetainedStore,
     /// (deadline, token, serial): checked lazily; a stale entry is re-armed or dropped.
@@ -273,7 +273,7 @@ impl Core {
     /// nothing. They may be modified in place (WebSocket unmasking).
     pub fn handle_input(&mut self, token: usize, data: &mut [u8], now: Instant) {
         let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
-        conn.last_received = now;
+        conn.touch(now);
         if !conn.raw_in.is_empty() {
             // Keep byte order: append behind what is held.
             conn.raw_in.extend_from_slice(data);
@@ -297,7 +297,7 @@ impl Core {
     /// Bytes were committed into `held_input(token)`.
     pub fn handle_buffered_input(&mut self, token: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
-        conn.last_received = now;
+        conn.touch(now);
         let mut held = std::mem::take(&mut conn.raw_in);
         let n = self.process_raw(token, held.filled_mut(), now);
         held.consume(n);
@@ -338,11 +338,7 @@ impl Core {
                         debug!("WebSocket upgrade from {} (subprotocol {subprotocol:?})", conn.peer);
                         conn.out.push_slice(&response);
                         conn.forwarded_for = forwarded_for.map(Into::into);
-                        conn.transport = Transport::Ws {
-                            decoder: FrameDecoder::new(self.max_packet_size),
-                            mqtt_in: Vec::new(),
-                            open_frame: None,
-                        };
+                        conn.transport = Transport::Ws(Box::new(WsState::new(self.max_packet_size)));
                         self.mark_dirty(token);
                         match data.get_mut(consumed..) {
                             Some(rest) => consumed + self.process_raw(token, rest, now),
@@ -356,7 +352,7 @@ impl Core {
                     }
                 }
             }
-            Transport::Ws { .. } => self.process_frames(token, data, now),
+            Transport::Ws(_) => self.process_frames(token, data, now),
         }
     }
 
@@ -372,7 +368,8 @@ impl Core {
         let mut consumed = data.len();
         loop {
             let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { break };
-            let Transport::Ws { decoder, .. } = &mut conn.transport else { break };
+            let Transport::Ws(ws) = &mut conn.transport else { break };
+            let decoder = &mut ws.decoder;
             let Some(rest) = data.get_mut(pos..) else { break };
             let step = decoder.decode_in_place(rest);
             if let Ok((n, WsEvent::Data(range))) = &step {
@@ -444,11 +441,11 @@ impl Core {
 
     /// MQTT stream bytes from one WebSocket frame.
     fn feed_ws_stream(&mut self, token: usize, bytes: &mut [u8], now: Instant) {
-        let Some(Transport::Ws { mqtt_in, .. }) = self.conns.get_mut(token).map(|c| &mut c.transport) else { return };
-        let mut held = std::mem::take(mqtt_in);
+        let Some(Transport::Ws(ws)) = self.conns.get_mut(token).map(|c| &mut c.transport) else { return };
+        let mut held = std::mem::take(&mut ws.mqtt_in);
         consume_with_leftover(&mut held, bytes, |b| self.process_mqtt(token, b, now));
-        if let Some(Transport::Ws { mqtt_in, .. }) = self.conns.get_mut(token).map(|c| &mut c.transport) {
-            *mqtt_in = held;
+        if let Some(Transport::Ws(ws)) = self.conns.get_mut(token).map(|c| &mut c.transport) {
+            ws.mqtt_in = held;
         }
     }
 
@@ -579,7 +576,7 @@ impl Core {
             // No password file support yet: with anonymous access off, nobody can be verified.
             return self.refuse_connect(token, ConnectReturnCode::NotAuthorized);
         }
-        let client_id: Box<str> = if c.client_id.is_empty() {
+        let client_id: Rc<str> = if c.client_id.is_empty() {
             if !c.clean_session {
                 // 3.1.3-8: a zero-length id needs a clean session.
                 return self.refuse_connect(token, ConnectReturnCode::IdentifierRejected);
@@ -611,11 +608,10 @@ impl Core {
         let will = c.will.as_ref().map(|w| {
             Rc::new(Message { topic: w.topic.into(), payload: w.payload.into(), qos: w.qos, retain: w.retain })
         });
-        let keep_alive = Duration::from_secs(u64::from(c.keep_alive));
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.phase = Phase::Connected { session };
-        conn.client_id = client_id.clone();
-        conn.keep_alive = keep_alive;
+        conn.client_id = Some(Rc::clone(&client_id));
+        conn.keep_alive = c.keep_alive;
         conn.will = will;
         conn.last_received = now;
         let timer_at = conn.timer_at;
@@ -630,8 +626,8 @@ impl Core {
         );
         // The connect-timeout entry re-arms itself to the keep-alive deadline when it fires;
         // a keep alive shorter than that needs an earlier entry now.
-        let keep_alive_at = now + keep_alive * 3 / 2;
-        if !keep_alive.is_zero() && timer_at.is_none_or(|at| keep_alive_at < at) {
+        let keep_alive_at = now + keep_alive_grace(c.keep_alive);
+        if c.keep_alive != 0 && timer_at.is_none_or(|at| keep_alive_at < at) {
             self.arm_timer(token, keep_alive_at);
         }
         self.send(token, &Packet::Connack { session_present: present, code: ConnectReturnCode::Accepted });
@@ -641,20 +637,20 @@ impl Core {
         Ok(())
     }
 
-    fn generate_client_id(&mut self) -> Box<str> {
+    fn generate_client_id(&mut self) -> Rc<str> {
         loop {
             self.next_serial += 1;
             // Mix the counter so ids do not look sequential across restarts of clients.
             let mixed = self.next_serial.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (std::process::id() as u64);
-            let id: Box<str> = format!("auto-{mixed:016x}").into();
+            let id: Rc<str> = format!("auto-{mixed:016x}").into();
             if !self.client_ids.contains_key(&id) {
                 return id;
             }
         }
     }
 
-    fn create_session(&mut self, client_id: Box<str>, clean: bool) -> usize {
-        let slot = self.sessions.insert(Session::new(client_id.clone(), clean));
+    fn create_session(&mut self, client_id: Rc<str>, clean: bool) -> usize {
+        let slot = self.sessions.insert(Session::new(Rc::clone(&client_id), clean));
         self.client_ids.insert(client_id, slot);
         slot
     }
@@ -819,7 +815,11 @@ impl Core {
             if let Some(session) = self.sessions.get_mut(slot) {
                 match session.subscriptions.iter_mut().find(|(f, _)| &**f == filter) {
                     Some(existing) => existing.1 = qos,
-                    None => session.subscriptions.push((filter.into(), qos)),
+                    None => {
+                        // Most clients hold one or two subscriptions: do not round up to four.
+                        session.subscriptions.reserve_exact(1);
+                        session.subscriptions.push((filter.into(), qos));
+                    }
                 }
             }
             return_codes.push(qos as u8);
@@ -853,7 +853,7 @@ impl Core {
             return;
         }
         conn.closing = true;
-        let who = if conn.client_id.is_empty() { conn.peer_label() } else { conn.client_id.to_string() };
+        let who = conn.label();
         match &reason {
             CloseReason::ClientDisconnect => info!("Client {who} disconnected."),
             CloseReason::PeerClosed => info!("Client {who} closed its connection."),

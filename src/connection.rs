@@ -12,6 +12,11 @@ use crate::router::Message;
 use crate::session::Outgoing;
 use crate::ws::{self, FrameDecoder};
 
+/// 1.5 x keep alive: how long a client may stay silent (3.1.2-24).
+pub fn keep_alive_grace(keep_alive_secs: u16) -> Duration {
+    Duration::from_millis(u64::from(keep_alive_secs) * 1500)
+}
+
 /// The layers under MQTT for this socket.
 #[derive(Debug)]
 pub enum Transport {
@@ -20,14 +25,24 @@ pub enum Transport {
     /// WebSocket listener, waiting for the HTTP upgrade request. `listener` indexes the broker's
     /// WebSocket handshake settings.
     WsHandshake { listener: usize },
-    /// WebSocket frames carry the MQTT byte stream.
-    Ws {
-        decoder: FrameDecoder,
-        /// MQTT bytes unmasked from frames and not yet decoded (a partial packet).
-        mqtt_in: Vec<u8>,
-        /// The binary frame being filled with this turn's MQTT bytes: where its header goes.
-        open_frame: Option<Placeholder>,
-    },
+    /// WebSocket frames carry the MQTT byte stream. Boxed: TCP connections, the many idle
+    /// sensors of a gateway, should not pay for it.
+    Ws(Box<WsState>),
+}
+
+#[derive(Debug)]
+pub struct WsState {
+    pub decoder: FrameDecoder,
+    /// MQTT bytes unmasked from frames and not yet decoded (a partial packet).
+    pub mqtt_in: Vec<u8>,
+    /// The binary frame being filled with this turn's MQTT bytes: where its header goes.
+    pub open_frame: Option<Placeholder>,
+}
+
+impl WsState {
+    pub fn new(max_message_size: usize) -> Self {
+        WsState { decoder: FrameDecoder::new(max_message_size), mqtt_in: Vec::new(), open_frame: None }
+    }
 }
 
 /// Room for the longest frame header a server sends (no mask): 2 + 8 bytes.
@@ -57,11 +72,13 @@ pub struct Connection {
     pub out: OutQueue,
     pub phase: Phase,
     pub level: ProtocolLevel,
-    pub client_id: Box<str>,
-    /// Keep alive from CONNECT; zero disables the check (3.1.2.10).
-    pub keep_alive: Duration,
+    /// Set by CONNECT; shared with the session and the broker's id map.
+    pub client_id: Option<Rc<str>>,
+    /// Keep alive from CONNECT, in seconds; zero disables the check (3.1.2.10).
+    pub keep_alive: u16,
+    /// Accept time until CONNECT (the connect timeout runs from accept, however slowly bytes
+    /// trickle in); then the last time bytes arrived.
     pub last_received: Instant,
-    pub accepted_at: Instant,
     /// Deadline of this connection's live entry in the broker's timer heap.
     pub timer_at: Option<Instant>,
     pub will: Option<Rc<Message>>,
@@ -82,10 +99,9 @@ impl Connection {
             out: OutQueue::default(),
             phase: Phase::AwaitConnect,
             level: ProtocolLevel::V311,
-            client_id: "".into(),
-            keep_alive: Duration::ZERO,
+            client_id: None,
+            keep_alive: 0,
             last_received: now,
-            accepted_at: now,
             timer_at: None,
             will: None,
             dirty: false,
@@ -97,8 +113,8 @@ impl Connection {
     /// frame being filled this turn.
     pub fn mqtt_out(&mut self) -> &mut OutQueue {
         match &mut self.transport {
-            Transport::Ws { open_frame: open @ None, .. } => {
-                *open = Some(self.out.begin_placeholder(FRAME_HEADER_ROOM));
+            Transport::Ws(ws) if ws.open_frame.is_none() => {
+                ws.open_frame = Some(self.out.begin_placeholder(FRAME_HEADER_ROOM));
                 &mut self.out
             }
             _ => &mut self.out,
@@ -123,8 +139,8 @@ impl Connection {
     /// MQTT bytes encoded this turn, so a burst of small packets costs one frame header and one
     /// syscall.
     pub fn prepare_flush(&mut self) {
-        let Transport::Ws { open_frame, .. } = &mut self.transport else { return };
-        let Some(at) = open_frame.take() else { return };
+        let Transport::Ws(ws) = &mut self.transport else { return };
+        let Some(at) = ws.open_frame.take() else { return };
         let payload_len = self.out.bytes_since(at).saturating_sub(FRAME_HEADER_ROOM);
         let mut header = Vec::with_capacity(FRAME_HEADER_ROOM);
         ws::frame::encode_binary_header(payload_len, &mut header);
@@ -135,9 +151,25 @@ impl Connection {
     /// deadline before CONNECT, 1.5 x keep alive of silence after it (3.1.2-24).
     pub fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
         match self.phase {
-            Phase::AwaitConnect => Some(self.accepted_at + connect_timeout),
-            Phase::Connected { .. } if self.keep_alive.is_zero() => None,
-            Phase::Connected { .. } => Some(self.last_received + self.keep_alive * 3 / 2),
+            Phase::AwaitConnect => Some(self.last_received + connect_timeout),
+            Phase::Connected { .. } if self.keep_alive == 0 => None,
+            Phase::Connected { .. } => Some(self.last_received + keep_alive_grace(self.keep_alive)),
+        }
+    }
+
+    /// Bytes arrived: restart the keep-alive clock (not the connect timeout, which runs from
+    /// accept).
+    pub fn touch(&mut self, now: Instant) {
+        if self.phase != Phase::AwaitConnect {
+            self.last_received = now;
+        }
+    }
+
+    /// Client id, or the address before CONNECT, for log lines.
+    pub fn label(&self) -> String {
+        match &self.client_id {
+            Some(id) => id.to_string(),
+            None => self.peer_label(),
         }
     }
 

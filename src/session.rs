@@ -51,7 +51,7 @@ pub enum QueueFull {
 
 #[derive(Debug)]
 pub struct Session {
-    pub client_id: Box<str>,
+    pub client_id: Rc<str>,
     /// Token of the connection using this session, if one is.
     pub connection: Option<usize>,
     /// Clean session (3.1.2.4): discarded when the connection ends.
@@ -70,7 +70,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: Box<str>, clean: bool) -> Self {
+    pub fn new(client_id: Rc<str>, clean: bool) -> Self {
         Session {
             client_id,
             connection: None,
