@@ -771,11 +771,7 @@ impl Core {
             }
             conn.write_publish(&out, None, false);
         } else if session.queue.is_empty() && session.inflight.len() < self.max_inflight {
-            let packet_id = session.allocate_packet_id();
-            conn.write_publish(&out, Some(packet_id), false);
-            let state =
-                if out.qos == QoS::AtLeastOnce { InflightState::AwaitPuback } else { InflightState::AwaitPubrec };
-            session.inflight.push_back(Inflight { packet_id, state, out: Some(out) });
+            send_inflight(session, conn, out);
         } else {
             if session.enqueue(out, self.max_queued).is_err() && session.dropped == 1 {
                 warn!("Outgoing messages are being dropped for client {}.", session.client_id);
@@ -796,11 +792,7 @@ impl Core {
         let mut wrote = false;
         while session.inflight.len() < self.max_inflight {
             let Some(out) = session.queue.pop_front() else { break };
-            let packet_id = session.allocate_packet_id();
-            conn.write_publish(&out, Some(packet_id), false);
-            let state =
-                if out.qos == QoS::AtLeastOnce { InflightState::AwaitPuback } else { InflightState::AwaitPubrec };
-            session.inflight.push_back(Inflight { packet_id, state, out: Some(out) });
+            send_inflight(session, conn, out);
             wrote = true;
         }
         if wrote {
@@ -893,6 +885,14 @@ impl Core {
             self.route(&will);
         }
         self.closed.push(token);
+    }
+}
+
+/// Start a QoS 1/2 delivery on a connected session: allocate its packet id and encode it.
+fn send_inflight(session: &mut Session, conn: &mut Connection, out: Outgoing) {
+    let packet_id = session.start_inflight(out);
+    if let Some(Inflight { out: Some(out), .. }) = session.inflight.back() {
+        conn.write_publish(out, Some(packet_id), false);
     }
 }
 
