@@ -605,8 +605,11 @@ impl Core {
             s.connection = Some(token);
             s.clean = c.clean_session;
         }
-        let will = c.will.as_ref().map(|w| {
-            Rc::new(Message { topic: w.topic.into(), payload: w.payload.into(), qos: w.qos, retain: w.retain })
+        let will = c.will.as_ref().map(|w| Message {
+            topic: w.topic.into(),
+            payload: w.payload.into(),
+            qos: w.qos,
+            retain: w.retain,
         });
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.phase = Phase::Connected { session };
@@ -693,7 +696,8 @@ impl Core {
                 return Ok(());
             }
         }
-        let msg = Rc::new(Message { topic: p.topic.into(), payload: p.payload.into(), qos: p.qos, retain: p.retain });
+        let topic = self.conns.get_mut(token).map_or_else(|| p.topic.into(), |c| c.intern_topic(p.topic));
+        let msg = Message { topic, payload: p.payload.into(), qos: p.qos, retain: p.retain };
         if p.retain {
             self.retained.update(&msg);
         }
@@ -708,7 +712,7 @@ impl Core {
 
     /// Deliver `msg` to every matching subscription, once per session at the highest granted QoS
     /// of its matching filters (3.3.5: we choose one delivery, at the maximum QoS).
-    fn route(&mut self, msg: &Rc<Message>) {
+    fn route(&mut self, msg: &Message) {
         let mut matches = std::mem::take(&mut self.matches);
         matches.clear();
         self.router.matches(&msg.topic, &mut matches);
@@ -717,7 +721,7 @@ impl Core {
         }
         for sub in &matches {
             let qos = msg.qos.min(sub.qos);
-            self.deliver(sub.session, Outgoing { msg: Rc::clone(msg), qos, retain: false });
+            self.deliver(sub.session, Outgoing { msg: msg.clone(), qos, retain: false });
         }
         self.matches = matches;
     }
@@ -819,7 +823,7 @@ impl Core {
         self.send(token, &Packet::Suback { packet_id: s.packet_id, return_codes });
         // 3.3.1-6: retained messages matching a new subscription follow the SUBACK, retain set.
         for &(filter, qos) in &s.filters {
-            let retained: Vec<Rc<Message>> = self.retained.matching(filter).cloned().collect();
+            let retained: Vec<Message> = self.retained.matching(filter).cloned().collect();
             for msg in retained {
                 let qos = msg.qos.min(qos);
                 self.deliver(slot, Outgoing { msg, qos, retain: true });

@@ -81,7 +81,9 @@ pub struct Connection {
     pub last_received: Instant,
     /// Deadline of this connection's live entry in the broker's timer heap.
     pub timer_at: Option<Instant>,
-    pub will: Option<Rc<Message>>,
+    pub will: Option<Message>,
+    /// Topic of this client's last PUBLISH (see `intern_topic`).
+    pub last_topic: Option<Rc<str>>,
     /// Queued in the broker's dirty list for a flush this turn.
     pub dirty: bool,
     /// Closed by the broker; the event loop flushes what it can and drops the socket.
@@ -104,6 +106,7 @@ impl Connection {
             last_received: now,
             timer_at: None,
             will: None,
+            last_topic: None,
             dirty: false,
             closing: false,
         }
@@ -154,6 +157,19 @@ impl Connection {
             Phase::AwaitConnect => Some(self.last_received + connect_timeout),
             Phase::Connected { .. } if self.keep_alive == 0 => None,
             Phase::Connected { .. } => Some(self.last_received + keep_alive_grace(self.keep_alive)),
+        }
+    }
+
+    /// The topic of a PUBLISH as a shared string: a client publishing to the same topic again
+    /// (the usual sensor) reuses the last allocation.
+    pub fn intern_topic(&mut self, topic: &str) -> Rc<str> {
+        match &self.last_topic {
+            Some(last) if **last == *topic => Rc::clone(last),
+            _ => {
+                let fresh: Rc<str> = topic.into();
+                self.last_topic = Some(Rc::clone(&fresh));
+                fresh
+            }
         }
     }
 

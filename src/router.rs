@@ -9,11 +9,11 @@ use std::rc::Rc;
 use crate::mqtt::topic;
 use crate::mqtt::QoS;
 
-/// One application message, stored once and shared by every subscriber queue and the retained
-/// store.
-#[derive(Debug)]
+/// One application message. Its topic and payload are each allocated once and shared (cloning
+/// a `Message` bumps two reference counts) by every subscriber queue and the retained store.
+#[derive(Debug, Clone)]
 pub struct Message {
-    pub topic: Box<str>,
+    pub topic: Rc<str>,
     pub payload: crate::buffer::SharedBytes,
     pub qos: QoS,
     pub retain: bool,
@@ -289,22 +289,22 @@ impl Router {
 #[derive(Debug, Default)]
 pub struct RetainedStore {
     // SipHash here: any publisher chooses these keys, and this is not the per-message path.
-    by_topic: HashMap<Box<str>, Rc<Message>>,
+    by_topic: HashMap<Rc<str>, Message>,
 }
 
 impl RetainedStore {
     /// Store `msg` as the retained message of its topic, or clear it when the payload is empty
     /// (3.3.1-10/11).
-    pub fn update(&mut self, msg: &Rc<Message>) {
+    pub fn update(&mut self, msg: &Message) {
         if msg.payload.is_empty() {
             self.by_topic.remove(&msg.topic);
         } else {
-            self.by_topic.insert(msg.topic.clone(), Rc::clone(msg));
+            self.by_topic.insert(Rc::clone(&msg.topic), msg.clone());
         }
     }
 
     /// Retained messages matching `filter`.
-    pub fn matching<'a>(&'a self, filter: &'a str) -> impl Iterator<Item = &'a Rc<Message>> + 'a {
+    pub fn matching<'a>(&'a self, filter: &'a str) -> impl Iterator<Item = &'a Message> + 'a {
         let exact = if filter.contains(['+', '#']) { None } else { self.by_topic.get(filter) };
         let scan = exact.is_none() && filter.contains(['+', '#']);
         exact.into_iter().chain(self.by_topic.values().filter(move |m| scan && topic::matches(filter, &m.topic)))
@@ -399,9 +399,8 @@ mod tests {
     #[test]
     fn retained_exact_and_wildcard_lookup() {
         let mut store = RetainedStore::default();
-        let msg = |t: &str, p: &[u8]| {
-            Rc::new(Message { topic: t.into(), payload: p.into(), qos: QoS::AtMostOnce, retain: true })
-        };
+        let msg =
+            |t: &str, p: &[u8]| Message { topic: t.into(), payload: p.into(), qos: QoS::AtMostOnce, retain: true };
         store.update(&msg("a/b", b"1"));
         store.update(&msg("a/c", b"2"));
         store.update(&msg("$SYS/x", b"3"));

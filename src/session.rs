@@ -12,7 +12,7 @@ use crate::router::Message;
 /// A message owed to this session, with the QoS it is delivered at (min of publish and grant).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub msg: Rc<Message>,
+    pub msg: Message,
     pub qos: QoS,
     /// Retain flag as sent: set only for retained messages sent because of a new subscription.
     pub retain: bool,
@@ -35,12 +35,6 @@ pub struct Inflight {
     pub state: InflightState,
     /// `None` once the message has been released (after PUBREC).
     pub out: Option<Outgoing>,
-}
-
-/// The message to publish when the connection ends abnormally.
-#[derive(Debug, Clone)]
-pub struct WillMessage {
-    pub msg: Rc<Message>,
 }
 
 /// A set of packet ids: a short list while small (the usual case, and what an idle session
@@ -247,8 +241,7 @@ mod tests {
     use super::*;
 
     fn out() -> Outgoing {
-        let msg =
-            Rc::new(Message { topic: "t".into(), payload: b"p"[..].into(), qos: QoS::ExactlyOnce, retain: false });
+        let msg = Message { topic: "t".into(), payload: b"p"[..].into(), qos: QoS::ExactlyOnce, retain: false };
         Outgoing { msg, qos: QoS::ExactlyOnce, retain: false }
     }
 
