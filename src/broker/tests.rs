@@ -1,7 +1,13 @@
 //! Protocol scenarios against the sans-IO core: an in-memory client/broker pair, no sockets.
 
+use std::time::{Duration, Instant};
+
 use super::*;
-use crate::mqtt::{decode_packet, encode_packet, ProtocolLevel, Will};
+use crate::connection::Connection;
+use crate::mqtt::{
+    decode_packet, encode_packet, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, Subscribe, Will,
+};
+use crate::session::Session;
 
 struct Harness {
     core: Core,

@@ -1,0 +1,239 @@
+//! Bytes to packets: each connection's transport layers (raw TCP, the WebSocket upgrade,
+//! WebSocket frames) feed MQTT decoding, which hands each packet to the broker.
+
+use std::time::Instant;
+
+use log::debug;
+
+use super::{CloseReason, Core, ProtocolError};
+use crate::buffer::InBuf;
+use crate::connection::{Phase, Transport, WsState};
+use crate::mqtt::{decode_packet, ConnectReturnCode, DecodeError, Packet};
+use crate::ws::{self, HandshakeOutcome, WsControl, WsEvent};
+
+/// WebSocket payloads up to this size are slid together before MQTT decoding (a short move is
+/// cheaper than a decoding pass per frame); larger ones are decoded where they lie.
+const COMPACT_FRAME_MAX: usize = 512;
+
+impl Core {
+    /// Bytes arrived on `token`'s socket, read into a shared buffer because the connection held
+    /// nothing. They may be modified in place (WebSocket unmasking).
+    pub fn handle_input(&mut self, token: usize, data: &mut [u8], now: Instant) {
+        let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
+        conn.touch(now);
+        if !conn.raw_in.is_empty() {
+            // Keep byte order: append behind what is held.
+            conn.raw_in.extend_from_slice(data);
+            self.handle_buffered_input(token, now);
+            return;
+        }
+        let n = self.process_raw(token, data, now);
+        if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
+            if let Some(rest) = data.get(n..).filter(|r| !r.is_empty()) {
+                conn.raw_in.extend_from_slice(rest);
+            }
+        }
+    }
+
+    /// Where to read `token`'s next bytes when it already holds a partial unit: straight behind
+    /// it (no copy). `None`: read into the shared buffer and call `handle_input`.
+    pub fn held_input(&mut self, token: usize) -> Option<&mut InBuf> {
+        self.conns.get_mut(token).map(|c| &mut c.raw_in).filter(|b| !b.is_empty())
+    }
+
+    /// Bytes were committed into `held_input(token)`.
+    pub fn handle_buffered_input(&mut self, token: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
+        conn.touch(now);
+        let mut held = std::mem::take(&mut conn.raw_in);
+        let n = self.process_raw(token, held.filled_mut(), now);
+        held.consume(n);
+        if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
+            conn.raw_in = held;
+        }
+    }
+
+    /// Run raw socket bytes through the transport layers. Returns how many bytes were consumed.
+    fn process_raw(&mut self, token: usize, data: &mut [u8], now: Instant) -> usize {
+        let Some(conn) = self.conns.get_mut(token) else { return data.len() };
+        match &mut conn.transport {
+            Transport::Tcp => self.process_mqtt(token, data, now),
+            Transport::WsHandshake { listener } => {
+                let listener = *listener;
+                let Some(cfg) = self.ws_configs.get(listener) else { return data.len() };
+                let peer_ip = conn.peer.ip().to_string();
+                match ws::handshake::handle_request(data, cfg, &peer_ip) {
+                    HandshakeOutcome::Partial => 0,
+                    HandshakeOutcome::Accept { response, consumed, subprotocol, forwarded_for } => {
+                        debug!("WebSocket upgrade from {} (subprotocol {subprotocol:?})", conn.peer);
+                        conn.out.push_slice(&response);
+                        conn.forwarded_for = forwarded_for.map(Into::into);
+                        conn.transport = Transport::Ws(Box::new(WsState::new(self.max_packet_size)));
+                        self.mark_dirty(token);
+                        match data.get_mut(consumed..) {
+                            Some(rest) => consumed + self.process_raw(token, rest, now),
+                            None => data.len(),
+                        }
+                    }
+                    HandshakeOutcome::Reject { response, error } => {
+                        conn.out.push_slice(&response);
+                        self.close(token, CloseReason::Handshake(error));
+                        data.len()
+                    }
+                }
+            }
+            Transport::Ws(_) => self.process_frames(token, data, now),
+        }
+    }
+
+    /// WebSocket frames: payloads are unmasked in place and decoded as MQTT right there; only a
+    /// packet that spans reads is copied (into the connection's `mqtt_in`). Small payloads are
+    /// first slid together over the frame headers between them, so a burst of tiny frames is
+    /// decoded in one pass, as one TCP read would be.
+    fn process_frames(&mut self, token: usize, data: &mut [u8], now: Instant) -> usize {
+        let mut pos = 0;
+        // Contiguous MQTT bytes collected so far: data[run.0..run.1].
+        let mut run = (0, 0);
+        let mut failure = None;
+        let mut consumed = data.len();
+        loop {
+            let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { break };
+            let Transport::Ws(ws) = &mut conn.transport else { break };
+            let decoder = &mut ws.decoder;
+            let Some(rest) = data.get_mut(pos..) else { break };
+            let step = decoder.decode_in_place(rest);
+            if let Ok((n, WsEvent::Data(range))) = &step {
+                let (start, end) = (pos + range.start, pos + range.end);
+                pos += n;
+                if end - start <= COMPACT_FRAME_MAX {
+                    if run.0 == run.1 {
+                        run = (start, end);
+                    } else {
+                        data.copy_within(start..end, run.1);
+                        run.1 += end - start;
+                    }
+                    continue;
+                }
+                // A large payload: decode it where it is, after what was collected.
+                self.feed_ws_run(token, data, &mut run, now);
+                if let Some(bytes) = data.get_mut(start..end) {
+                    self.feed_ws_stream(token, bytes, now);
+                }
+                continue;
+            }
+            // Anything else ends the run: MQTT bytes before a control frame are handled first.
+            self.feed_ws_run(token, data, &mut run, now);
+            match step {
+                Ok((_, WsEvent::Data(_))) => {}
+                Ok((n, WsEvent::Control(WsControl::Ping(payload)))) => {
+                    pos += n;
+                    if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
+                        // Close the open data frame first: frames never nest.
+                        conn.prepare_flush();
+                        ws::frame::encode_pong(&payload, conn.out.tail());
+                        self.mark_dirty(token);
+                    }
+                }
+                Ok((n, WsEvent::Control(WsControl::Pong))) => pos += n,
+                Ok((_, WsEvent::Control(WsControl::Close { code }))) => {
+                    failure = Some(CloseReason::WebSocketClosed(code));
+                    break;
+                }
+                Ok((n, WsEvent::NeedMore)) => {
+                    consumed = pos + n;
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(CloseReason::WebSocket(e));
+                    break;
+                }
+            }
+        }
+        self.feed_ws_run(token, data, &mut run, now);
+        if let Some(reason) = failure {
+            self.close(token, reason);
+        }
+        match self.conns.get(token) {
+            Some(c) if !c.closing => consumed,
+            _ => data.len(),
+        }
+    }
+
+    /// Decode the collected run of MQTT bytes, if any.
+    fn feed_ws_run(&mut self, token: usize, data: &mut [u8], run: &mut (usize, usize), now: Instant) {
+        if run.0 < run.1 {
+            if let Some(bytes) = data.get_mut(run.0..run.1) {
+                self.feed_ws_stream(token, bytes, now);
+            }
+        }
+        *run = (0, 0);
+    }
+
+    /// MQTT stream bytes from one WebSocket frame.
+    fn feed_ws_stream(&mut self, token: usize, bytes: &mut [u8], now: Instant) {
+        let Some(Transport::Ws(ws)) = self.conns.get_mut(token).map(|c| &mut c.transport) else { return };
+        let mut held = std::mem::take(&mut ws.mqtt_in);
+        consume_with_leftover(&mut held, bytes, |b| self.process_mqtt(token, b, now));
+        if let Some(Transport::Ws(ws)) = self.conns.get_mut(token).map(|c| &mut c.transport) {
+            ws.mqtt_in = held;
+        }
+    }
+
+    /// Decode and act on every complete MQTT packet in `buf`. Returns the bytes consumed.
+    fn process_mqtt(&mut self, token: usize, buf: &mut [u8], now: Instant) -> usize {
+        let buf: &[u8] = buf;
+        let mut pos = 0;
+        loop {
+            let Some(conn) = self.conns.get(token) else { return buf.len() };
+            if conn.closing {
+                return buf.len();
+            }
+            let level = conn.level;
+            let awaiting_connect = conn.phase == Phase::AwaitConnect;
+            match decode_packet(buf.get(pos..).unwrap_or(&[]), level, self.max_packet_size) {
+                Ok(None) => return pos,
+                Ok(Some((packet, n))) => {
+                    pos += n;
+                    if let Err(reason) = self.handle_packet(token, packet, now) {
+                        self.close(token, reason);
+                        return buf.len();
+                    }
+                }
+                Err(DecodeError::UnsupportedProtocolLevel(l)) if awaiting_connect => {
+                    // 3.1.2-2: answer CONNACK 0x01, then disconnect.
+                    debug!("Client from {} asked for protocol level {l}", conn.peer);
+                    self.send(
+                        token,
+                        &Packet::Connack {
+                            session_present: false,
+                            code: ConnectReturnCode::UnacceptableProtocolVersion,
+                        },
+                    );
+                    self.close(token, CloseReason::ConnectRefused(ConnectReturnCode::UnacceptableProtocolVersion));
+                    return buf.len();
+                }
+                Err(e) => {
+                    self.close(token, CloseReason::Protocol(ProtocolError::Decode(e)));
+                    return buf.len();
+                }
+            }
+        }
+    }
+}
+
+/// Hand `held` + `data` to `consume`, which returns how many bytes it used; keep the rest in
+/// `held`. When nothing is held, `data` is consumed where it lies and only a trailing partial
+/// unit is copied; a drained `held` gives its memory back (idle connections stay small).
+fn consume_with_leftover(held: &mut Vec<u8>, data: &mut [u8], mut consume: impl FnMut(&mut [u8]) -> usize) {
+    if held.is_empty() {
+        let n = consume(data);
+        *held = data.get(n..).map(<[u8]>::to_vec).unwrap_or_default();
+    } else {
+        held.extend_from_slice(data);
+        let n = consume(held);
+        held.drain(..n.min(held.len()));
+        if held.is_empty() {
+            *held = Vec::new();
+        }
+    }
+}
