@@ -23,9 +23,8 @@ type Tws = WebSocket<TcpStream>;
 fn tung_connect(addr: SocketAddr, protocols: &str) -> (Tws, Option<String>) {
     let mut req = format!("ws://{addr}/mqtt").into_client_request().unwrap();
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocols).unwrap());
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(8 << 20);
-    config.max_frame_size = Some(8 << 20);
+    let config =
+        WebSocketConfig { max_message_size: Some(8 << 20), max_frame_size: Some(8 << 20), ..Default::default() };
     let stream = tcp_connect(addr);
     let (ws, resp) = match tungstenite::client::client_with_config(req, stream, Some(config)) {
         Ok(ok) => ok,
@@ -427,7 +426,7 @@ fn ws_ping_between_fragments_of_a_message() {
     bytes.extend(frame(true, OP_PING, b"mid-message"));
     bytes.extend(frame(true, OP_CONT, &sub[4..]));
     ws.send_raw(&bytes).unwrap();
-    let mut frames = vec![ws.read_frame(), ws.read_frame()];
+    let mut frames = [ws.read_frame(), ws.read_frame()];
     frames.sort_by_key(|f| f.opcode);
     assert_eq!(
         frames[0],

@@ -96,8 +96,7 @@ impl Core {
         let mut run = (0, 0);
         let mut failure = None;
         let mut consumed = data.len();
-        loop {
-            let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { break };
+        while let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
             let Transport::Ws(ws) = &mut conn.transport else { break };
             let decoder = &mut ws.decoder;
             let Some(rest) = data.get_mut(pos..) else { break };
