@@ -110,7 +110,7 @@ pub struct Core {
     allow_anonymous: bool,
     ws_configs: Vec<HandshakeConfig>,
 
-    pub conns: Slab<Connection>,
+    pub(crate) conns: Slab<Connection>,
     sessions: Slab<Session>,
     client_ids: HashMap<Rc<str>, usize>,
     router: Router,
@@ -133,7 +133,8 @@ impl Core {
     pub fn new(config: &Config) -> Self {
         Core {
             max_packet_size: config.max_packet_size,
-            max_inflight: config.max_inflight.max(1),
+            // At most 65535 packet ids exist: a larger window could never find a free one.
+            max_inflight: config.max_inflight.clamp(1, usize::from(u16::MAX)),
             max_queued: config.max_queued,
             connect_timeout: config.connect_timeout,
             allow_anonymous: config.allow_anonymous,
