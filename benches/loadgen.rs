@@ -361,11 +361,36 @@ struct Conn {
     path: String,
     out: Vec<u8>,
     opos: usize,
-    raw: Vec<u8>,
-    rpos: usize,
-    rend: usize,
-    mq: Vec<u8>,
-    mpos: usize,
+    // Receive side: streaming, nothing is buffered per connection except partial headers.
+    /// HTTP upgrade response bytes until its end (WsHandshake only).
+    hs: Vec<u8>,
+    /// WebSocket frame header bytes gathered so far (a header may straddle reads).
+    ws_hdr: [u8; 14],
+    ws_hlen: usize,
+    /// Payload bytes left in the current WebSocket frame; 0 = a frame header comes next.
+    ws_left: u64,
+    ws_op: u8,
+    ws_mask: Option<[u8; 4]>,
+    /// Mask phase: payload bytes of the current frame already unmasked, mod 4.
+    ws_moff: usize,
+    /// Payload of the current control frame (ping/close; at most 125 bytes).
+    ws_ctl: Vec<u8>,
+    /// MQTT bytes of an incomplete packet head (fixed header + PUBLISH variable header) or of a
+    /// whole small non-PUBLISH packet, when a read or WebSocket frame boundary splits it.
+    carry: Vec<u8>,
+    /// PUBLISH payload bytes still to skip (the payload is counted, never copied).
+    skip: usize,
+    /// Payload length, and packet id to acknowledge (QoS 1), of the PUBLISH being skipped.
+    cur_pay: usize,
+    cur_ack: Option<[u8; 2]>,
+    /// First payload bytes of the current PUBLISH (the send timestamp) when latency is recorded.
+    lat_want: usize,
+    lat_have: usize,
+    lat_buf: [u8; 8],
+    /// now_ns() cached for one read (0 = not taken yet).
+    now: u64,
+    /// The last PUBLISH had a large payload (at least DISCARD_MIN bytes).
+    big: bool,
     // stats
     pubs: u64,
     pub_bytes: u64,
@@ -381,7 +406,8 @@ struct Conn {
     err: Option<String>,
 }
 
-const RBUF_INIT: usize = 16 * 1024;
+/// One read buffer shared by all connections of a `Net` (data is parsed in place).
+const RBUF_SIZE: usize = 256 * 1024;
 
 impl Conn {
     fn new(addr: SocketAddr, ws: bool, client_id: String, sub: Option<(String, u8)>, path: &str) -> io::Result<Conn> {
@@ -396,11 +422,23 @@ impl Conn {
             path: path.to_string(),
             out: Vec::new(),
             opos: 0,
-            raw: vec![0; RBUF_INIT],
-            rpos: 0,
-            rend: 0,
-            mq: Vec::new(),
-            mpos: 0,
+            hs: Vec::new(),
+            ws_hdr: [0; 14],
+            ws_hlen: 0,
+            ws_left: 0,
+            ws_op: 0,
+            ws_mask: None,
+            ws_moff: 0,
+            ws_ctl: Vec::new(),
+            carry: Vec::new(),
+            skip: 0,
+            cur_pay: 0,
+            cur_ack: None,
+            lat_want: 0,
+            lat_have: 0,
+            lat_buf: [0; 8],
+            now: 0,
+            big: false,
             pubs: 0,
             pub_bytes: 0,
             acks: 0,
@@ -507,7 +545,7 @@ impl Conn {
     }
 
     /// Handle an event. Returns the number of PUBLISH packets received.
-    fn on_event(&mut self, readable: bool, writable: bool) -> u64 {
+    fn on_event(&mut self, readable: bool, writable: bool, rbuf: &mut [u8]) -> u64 {
         if self.st == St::Dead {
             return 0;
         }
@@ -519,7 +557,7 @@ impl Conn {
         }
         let mut n = 0;
         if readable {
-            n = self.on_readable();
+            n = self.on_readable(rbuf);
         }
         if writable || self.pending() > 0 {
             self.flush();
@@ -527,34 +565,54 @@ impl Conn {
         n
     }
 
-    fn on_readable(&mut self) -> u64 {
+    /// Read until the socket is drained, parsing every chunk in place in `rbuf` (shared by all
+    /// connections): the cost per read is independent of message and WebSocket frame sizes.
+    fn on_readable(&mut self, rbuf: &mut [u8]) -> u64 {
         let mut got = 0;
         loop {
-            if self.rend == self.raw.len() {
-                if self.rpos > 0 {
-                    self.raw.copy_within(self.rpos..self.rend, 0);
-                    self.rend -= self.rpos;
-                    self.rpos = 0;
-                } else {
-                    let l = self.raw.len() * 2;
-                    self.raw.resize(l, 0);
+            // In the middle of a large PUBLISH payload: let the kernel drop it without copying.
+            let k = self.discardable();
+            if k > 0 {
+                match discard(&self.sock, k) {
+                    Ok(0) => {
+                        self.fail("connection closed by broker".into());
+                        return got;
+                    }
+                    Ok(n) => {
+                        self.dbg_read += n as u64;
+                        self.now = 0;
+                        self.skipped(n);
+                        got += used_to_count(self);
+                        if n < k {
+                            return got; // drained
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return got,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.fail(format!("read: {e}"));
+                        return got;
+                    }
                 }
             }
-            let space = self.raw.len() - self.rend;
-            match self.sock.read(&mut self.raw[self.rend..]) {
+            // While large PUBLISHes arrive, read only a little at a packet head, so that the
+            // payload behind it is dropped by `discard` instead of being copied.
+            let want = if self.big && discard_enabled() { HEAD_READ } else { rbuf.len() };
+            match self.sock.read(&mut rbuf[..want]) {
                 Ok(0) => {
-                    got += self.process();
                     self.fail("connection closed by broker".into());
                     return got;
                 }
                 Ok(n) => {
                     self.dbg_read += n as u64;
-                    self.rend += n;
-                    got += self.process();
+                    self.now = 0;
+                    self.input(&mut rbuf[..n]);
+                    got += used_to_count(self);
                     if self.st == St::Dead {
                         return got;
                     }
-                    if n < space {
+                    if n < want {
                         // Short read: the receive queue is drained; new data raises a new edge.
                         return got;
                     }
@@ -569,19 +627,51 @@ impl Conn {
         }
     }
 
-    /// Consume buffered input. Returns PUBLISH count.
-    fn process(&mut self) -> u64 {
+    /// How many of the next socket bytes are PUBLISH payload that nobody looks at (worth
+    /// discarding in the kernel: at least DISCARD_MIN), else 0.
+    #[inline]
+    fn discardable(&self) -> usize {
+        if self.skip < DISCARD_MIN || self.lat_have < self.lat_want || !discard_enabled() {
+            return 0;
+        }
+        if self.ws {
+            if self.ws_op > 2 || self.ws_left < DISCARD_MIN as u64 {
+                return 0;
+            }
+            return self.skip.min(self.ws_left.min(usize::MAX as u64) as usize);
+        }
+        self.skip
+    }
+
+    /// `n` payload bytes of the current PUBLISH (and WebSocket frame) were discarded unread.
+    fn skipped(&mut self, n: usize) {
+        if self.ws {
+            self.dbg_ws += n as u64;
+            self.ws_left -= n as u64;
+            self.ws_moff = (self.ws_moff + n) & 3;
+        }
+        self.skip -= n;
+        if self.skip == 0 {
+            self.end_publish();
+        }
+        if self.ws && self.ws_left == 0 {
+            self.end_frame();
+        }
+    }
+
+    /// Consume one chunk of bytes read from the socket.
+    fn input(&mut self, data: &mut [u8]) {
         if self.st == St::WsHandshake {
-            let data = &self.raw[self.rpos..self.rend];
-            let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
-                if data.len() > 16384 {
+            self.hs.extend_from_slice(data);
+            let Some(end) = self.hs.windows(4).position(|w| w == b"\r\n\r\n") else {
+                if self.hs.len() > 16384 {
                     self.fail("oversized handshake response".into());
                 }
-                return 0;
+                return;
             };
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut resp = httparse::Response::new(&mut headers);
-            let ok = match resp.parse(&data[..end + 4]) {
+            let ok = match resp.parse(&self.hs[..end + 4]) {
                 Ok(httparse::Status::Complete(_)) => {
                     let code = resp.code.unwrap_or(0);
                     let accept = resp
@@ -601,216 +691,325 @@ impl Conn {
             };
             if let Err(e) = ok {
                 self.fail(e);
-                return 0;
+                return;
             }
-            self.rpos += end + 4;
+            let mut rest = self.hs.split_off(end + 4);
+            self.hs = Vec::new();
             self.send_connect();
+            self.feed_ws(&mut rest);
+            return;
         }
         if self.ws {
-            self.deframe();
-            if self.st == St::Dead {
-                return 0;
-            }
-            let mut buf = std::mem::take(&mut self.mq);
-            let used = self.parse_mqtt(&buf[self.mpos..]);
-            self.mpos += used;
-            if self.mpos == buf.len() {
-                buf.clear();
-                self.mpos = 0;
-            } else if self.mpos > 65536 && self.mpos * 2 > buf.len() {
-                buf.drain(..self.mpos);
-                self.mpos = 0;
-            }
-            self.mq = buf;
-            used_to_count(self)
+            self.feed_ws(data);
         } else {
-            let buf = std::mem::take(&mut self.raw);
-            let used = self.parse_mqtt(&buf[self.rpos..self.rend]);
-            self.raw = buf;
-            self.rpos += used;
-            if self.rpos == self.rend {
-                self.rpos = 0;
-                self.rend = 0;
-            }
-            used_to_count(self)
+            self.feed_mqtt(data);
         }
     }
 
-    /// Move WebSocket frame payloads from `raw` to `mq`.
-    fn deframe(&mut self) {
-        loop {
-            let d = &self.raw[self.rpos..self.rend];
-            if d.len() < 2 {
-                break;
-            }
-            let op = d[0] & 0x0f;
-            let masked = d[1] & 0x80 != 0;
-            let l7 = (d[1] & 0x7f) as usize;
-            let (len, mut hl) = match l7 {
-                126 => {
-                    if d.len() < 4 {
-                        break;
-                    }
-                    (u16::from_be_bytes([d[2], d[3]]) as usize, 4)
-                }
-                127 => {
-                    if d.len() < 10 {
-                        break;
-                    }
-                    (u64::from_be_bytes(d[2..10].try_into().unwrap()) as usize, 10)
-                }
-                n => (n, 2),
-            };
-            let mut mask = [0u8; 4];
-            if masked {
-                if d.len() < hl + 4 {
-                    break;
-                }
-                mask.copy_from_slice(&d[hl..hl + 4]);
-                hl += 4;
-            }
-            if d.len() < hl + len {
-                // Make sure the buffer can hold the whole frame.
-                let need = hl + len;
-                if self.raw.len() - self.rpos < need {
-                    self.raw.copy_within(self.rpos..self.rend, 0);
-                    self.rend -= self.rpos;
-                    self.rpos = 0;
-                    if self.raw.len() < need {
-                        self.raw.resize(need.next_power_of_two(), 0);
-                    }
-                }
-                break;
-            }
-            let ps = self.rpos + hl;
-            let pe = ps + len;
-            match op {
-                0 | 1 | 2 => {
-                    let start = self.mq.len();
-                    self.dbg_ws += len as u64;
-                    self.dbg_frames += 1;
-                    self.mq.extend_from_slice(&self.raw[ps..pe]);
-                    if masked {
-                        xor_mask(&mut self.mq[start..], mask);
-                    }
-                }
-                8 => {
-                    self.rpos = pe;
-                    self.fail("websocket close frame from broker".into());
-                    return;
-                }
-                9 => {
-                    let p = self.raw[ps..pe].to_vec();
-                    ws_control(&mut self.out, 0xA, &p);
-                }
-                _ => {}
-            }
-            self.rpos = pe;
-        }
-        if self.rpos == self.rend {
-            self.rpos = 0;
-            self.rend = 0;
-        }
-    }
-
-    /// Parse complete MQTT packets; returns bytes consumed. Increments self.pubs etc.
-    fn parse_mqtt(&mut self, buf: &[u8]) -> usize {
+    /// Streaming WebSocket deframing: a frame header is parsed as soon as it is complete, then
+    /// the frame's payload is passed on chunk by chunk as it arrives (unmasked in place if the
+    /// server masked it), never waiting for the whole frame.
+    fn feed_ws(&mut self, buf: &mut [u8]) {
+        let n = buf.len();
         let mut p = 0;
-        let mut now: u64 = 0;
-        loop {
-            let d = &buf[p..];
-            if d.len() < 2 {
-                break;
+        while p < n && self.st != St::Dead {
+            if self.ws_left > 0 {
+                let k = (n - p).min(self.ws_left.min(usize::MAX as u64) as usize);
+                let chunk = &mut buf[p..p + k];
+                if let Some(m) = self.ws_mask {
+                    let o = self.ws_moff;
+                    xor_mask(chunk, [m[o & 3], m[(o + 1) & 3], m[(o + 2) & 3], m[(o + 3) & 3]]);
+                    self.ws_moff = (o + k) & 3;
+                }
+                if self.ws_op <= 2 {
+                    self.dbg_ws += k as u64;
+                    self.feed_mqtt(chunk);
+                } else if self.ws_ctl.len() < 4096 {
+                    self.ws_ctl.extend_from_slice(chunk);
+                }
+                self.ws_left -= k as u64;
+                p += k;
+                if self.ws_left == 0 {
+                    self.end_frame();
+                }
+                continue;
             }
-            let mut rl = 0usize;
-            let mut mult = 1usize;
-            let mut i = 1;
-            let mut complete = false;
-            while i < d.len() && i <= 4 {
-                let b = d[i];
-                rl += (b & 0x7f) as usize * mult;
-                mult *= 128;
-                i += 1;
-                if b & 0x80 == 0 {
-                    complete = true;
-                    break;
+            // Frame header: 2 bytes, + 2 or 8 extended length, + 4 mask; it may straddle reads.
+            if self.ws_hlen < 2 {
+                let k = (2 - self.ws_hlen).min(n - p);
+                self.ws_hdr[self.ws_hlen..self.ws_hlen + k].copy_from_slice(&buf[p..p + k]);
+                self.ws_hlen += k;
+                p += k;
+                if self.ws_hlen < 2 {
+                    continue;
                 }
             }
-            if !complete {
-                if i > 4 {
-                    self.fail("malformed remaining length".into());
+            let b1 = self.ws_hdr[1];
+            let need =
+                2 + match b1 & 0x7f {
+                    126 => 2,
+                    127 => 8,
+                    _ => 0,
+                } + if b1 & 0x80 != 0 { 4 } else { 0 };
+            let k = (need - self.ws_hlen).min(n - p);
+            self.ws_hdr[self.ws_hlen..self.ws_hlen + k].copy_from_slice(&buf[p..p + k]);
+            self.ws_hlen += k;
+            p += k;
+            if self.ws_hlen < need {
+                continue;
+            }
+            let h = &self.ws_hdr;
+            let (len, mut o) = match h[1] & 0x7f {
+                126 => (u16::from_be_bytes([h[2], h[3]]) as u64, 4),
+                127 => (u64::from_be_bytes(h[2..10].try_into().unwrap()), 10),
+                l => (l as u64, 2),
+            };
+            self.ws_mask = None;
+            if h[1] & 0x80 != 0 {
+                self.ws_mask = Some([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+                o += 4;
+            }
+            debug_assert_eq!(o, need);
+            self.ws_op = h[0] & 0x0f;
+            self.ws_moff = 0;
+            self.ws_hlen = 0;
+            self.ws_left = len;
+            self.dbg_frames += 1;
+            if len == 0 {
+                self.end_frame();
+            }
+        }
+    }
+
+    /// The current WebSocket frame is complete: act on control frames.
+    fn end_frame(&mut self) {
+        match self.ws_op {
+            8 => self.fail("websocket close frame from broker".into()),
+            9 => {
+                let p = std::mem::take(&mut self.ws_ctl);
+                ws_control(&mut self.out, 0xA, &p);
+            }
+            _ => {}
+        }
+        self.ws_ctl.clear();
+    }
+
+    /// Streaming MQTT parsing: packet heads are parsed in place (or from `carry` when a read
+    /// or frame boundary splits one), PUBLISH payloads are skipped by counting.
+    fn feed_mqtt(&mut self, data: &[u8]) {
+        let n = data.len();
+        let mut p = 0;
+        while p < n && self.st != St::Dead {
+            if self.skip > 0 {
+                let k = self.skip.min(n - p);
+                if self.lat_have < self.lat_want {
+                    let t = k.min(self.lat_want - self.lat_have);
+                    self.lat_buf[self.lat_have..self.lat_have + t].copy_from_slice(&data[p..p + t]);
+                    self.lat_have += t;
                 }
-                break;
+                self.skip -= k;
+                p += k;
+                if self.skip == 0 {
+                    self.end_publish();
+                }
+                continue;
             }
-            if d.len() < i + rl {
-                break; // incomplete; on_readable grows the buffer when it fills up
-            }
-            let h = d[0];
-            let body = &d[i..i + rl];
-            match h >> 4 {
-                3 => {
-                    let qos = (h >> 1) & 3;
-                    if body.len() < 2 {
-                        self.fail("short PUBLISH".into());
-                        break;
+            if self.carry.is_empty() {
+                match self.parse_head(&data[p..]) {
+                    Some(Ok(used)) => p += used,
+                    Some(Err(_)) => {
+                        // Incomplete head: everything left is part of it (a head never
+                        // reaches into the bytes that follow it).
+                        self.carry.extend_from_slice(&data[p..]);
+                        p = n;
                     }
-                    let tl = u16::from_be_bytes([body[0], body[1]]) as usize;
-                    let mut o = 2 + tl;
-                    if qos > 0 {
-                        if body.len() < o + 2 {
-                            self.fail("short PUBLISH".into());
+                    None => return,
+                }
+            } else {
+                // Top the carry up to exactly the size the parser asks for, then parse it.
+                let mut carry = std::mem::take(&mut self.carry);
+                loop {
+                    match self.parse_head(&carry) {
+                        Some(Ok(used)) => {
+                            debug_assert_eq!(used, carry.len());
+                            carry.clear();
                             break;
                         }
-                        let pid = [body[o], body[o + 1]];
-                        o += 2;
-                        let ack = [0x40, 2, pid[0], pid[1]];
-                        self.send_mqtt(&ack);
-                    }
-                    let payload = &body[o.min(body.len())..];
-                    self.pubs += 1;
-                    self.pub_bytes += payload.len() as u64;
-                    if self.record_lat && payload.len() >= 8 {
-                        if now == 0 {
-                            now = now_ns();
+                        Some(Err(need)) => {
+                            if p == n {
+                                break;
+                            }
+                            let t = (need - carry.len()).min(n - p);
+                            carry.extend_from_slice(&data[p..p + t]);
+                            p += t;
                         }
-                        let ts = u64::from_le_bytes(payload[..8].try_into().unwrap());
-                        self.lat.push((ts, now.saturating_sub(ts)));
+                        None => break,
                     }
                 }
-                4 => {
-                    self.acks += 1;
-                    self.inflight = self.inflight.saturating_sub(1);
+                self.carry = carry;
+            }
+        }
+    }
+
+    /// Parse one packet head at the start of `d`. Returns Some(Ok(bytes consumed)): a whole
+    /// non-PUBLISH packet, or a PUBLISH's fixed + variable header (its payload is then skipped
+    /// by `feed_mqtt`; a PUBLISH wholly inside `d` is consumed at once); Some(Err(n)): `d` is
+    /// incomplete and at least `n` bytes are needed, where `n` never exceeds the head's size;
+    /// None: protocol error (the connection failed).
+    fn parse_head(&mut self, d: &[u8]) -> Option<Result<usize, usize>> {
+        if d.len() < 2 {
+            return Some(Err(2));
+        }
+        let mut rl = 0usize;
+        let mut mult = 1usize;
+        let mut i = 1;
+        loop {
+            if i > 4 {
+                self.fail("malformed remaining length".into());
+                return None;
+            }
+            if i >= d.len() {
+                return Some(Err(i + 1));
+            }
+            let b = d[i];
+            rl += (b & 0x7f) as usize * mult;
+            mult *= 128;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let h = d[0];
+        if h >> 4 == 3 {
+            let qos = (h >> 1) & 3;
+            if rl < 2 {
+                self.fail("short PUBLISH".into());
+                return None;
+            }
+            if d.len() < i + 2 {
+                return Some(Err(i + 2));
+            }
+            let tl = u16::from_be_bytes([d[i], d[i + 1]]) as usize;
+            let mut vh = 2 + tl;
+            if qos > 0 {
+                if rl < vh + 2 {
+                    self.fail("short PUBLISH".into());
+                    return None;
                 }
-                2 => {
-                    if body.len() < 2 || body[1] != 0 {
-                        self.fail(format!("CONNACK refused: {:?}", body));
-                        break;
-                    }
-                    if let Some((t, q)) = self.sub.clone() {
-                        let pid = self.alloc_pid();
-                        let pkt = enc_subscribe(pid, &t, q);
-                        self.send_mqtt(&pkt);
-                        self.st = St::Subscribing;
-                    } else {
-                        self.st = St::Ready;
-                    }
+                vh += 2;
+            } else {
+                vh = vh.min(rl);
+            }
+            if d.len() < i + vh {
+                return Some(Err(i + vh));
+            }
+            if qos > 0 {
+                self.cur_ack = Some([d[i + vh - 2], d[i + vh - 1]]);
+            }
+            let pay = rl - vh;
+            self.cur_pay = pay;
+            self.lat_want = if self.record_lat && pay >= 8 { 8 } else { 0 };
+            self.lat_have = 0;
+            if d.len() >= i + rl {
+                // The whole PUBLISH is here: no need to go through the skip state.
+                if self.lat_want > 0 {
+                    self.lat_buf.copy_from_slice(&d[i + vh..i + vh + 8]);
+                    self.lat_have = 8;
                 }
-                9 => {
-                    if body.len() < 3 || body[2] == 0x80 {
-                        self.fail("SUBACK failure".into());
-                        break;
-                    }
+                self.end_publish();
+                return Some(Ok(i + rl));
+            }
+            self.skip = pay;
+            return Some(Ok(i + vh));
+        }
+        if d.len() < i + rl {
+            return Some(Err(i + rl));
+        }
+        let body = &d[i..i + rl];
+        match h >> 4 {
+            4 => {
+                self.acks += 1;
+                self.inflight = self.inflight.saturating_sub(1);
+            }
+            2 => {
+                if body.len() < 2 || body[1] != 0 {
+                    self.fail(format!("CONNACK refused: {:?}", body));
+                    return None;
+                }
+                if let Some((t, q)) = self.sub.clone() {
+                    let pid = self.alloc_pid();
+                    let pkt = enc_subscribe(pid, &t, q);
+                    self.send_mqtt(&pkt);
+                    self.st = St::Subscribing;
+                } else {
                     self.st = St::Ready;
                 }
-                13 => {}
-                t => {
-                    self.fail(format!("unexpected packet type {t}"));
-                    break;
-                }
             }
-            p += i + rl;
+            9 => {
+                if body.len() < 3 || body[2] == 0x80 {
+                    self.fail("SUBACK failure".into());
+                    return None;
+                }
+                self.st = St::Ready;
+            }
+            13 => {}
+            t => {
+                self.fail(format!("unexpected packet type {t}"));
+                return None;
+            }
         }
-        p
+        Some(Ok(i + rl))
+    }
+
+    /// A PUBLISH has been received completely: acknowledge (QoS 1) and count it.
+    fn end_publish(&mut self) {
+        if let Some(pid) = self.cur_ack.take() {
+            let ack = [0x40, 2, pid[0], pid[1]];
+            self.send_mqtt(&ack);
+        }
+        self.pubs += 1;
+        self.pub_bytes += self.cur_pay as u64;
+        self.big = self.cur_pay >= DISCARD_MIN;
+        if self.lat_want > 0 && self.lat_have >= 8 {
+            if self.now == 0 {
+                self.now = now_ns();
+            }
+            let ts = u64::from_le_bytes(self.lat_buf);
+            self.lat.push((ts, self.now.saturating_sub(ts)));
+        }
+        self.lat_want = 0;
+        self.lat_have = 0;
+    }
+}
+
+/// Payload runs at least this long are dropped in the kernel (recv with MSG_TRUNC).
+const DISCARD_MIN: usize = 4096;
+
+/// Read size at a packet head while large PUBLISHes arrive.
+const HEAD_READ: usize = 512;
+
+/// Discarding large payloads in the kernel can be turned off with LOADGEN_COPY=1 (then
+/// every byte is read into user space, like an ordinary client).
+fn discard_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("LOADGEN_COPY").is_none())
+}
+
+/// Drop up to `n` bytes from the socket's receive queue without copying them (Linux TCP:
+/// recv(2) with MSG_TRUNC discards the data). Returns the number of bytes dropped.
+fn discard(sock: &TcpStream, n: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn recv(fd: i32, buf: *mut std::ffi::c_void, len: usize, flags: i32) -> isize;
+    }
+    const MSG_TRUNC: i32 = 0x20;
+    const MSG_DONTWAIT: i32 = 0x40;
+    // SAFETY: with MSG_TRUNC a TCP socket copies nothing into the (null) buffer.
+    let r = unsafe { recv(sock.as_raw_fd(), std::ptr::null_mut(), n, MSG_TRUNC | MSG_DONTWAIT) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
     }
 }
 
@@ -830,6 +1029,7 @@ struct Net {
     ws: bool,
     path: String,
     received: u64, // PUBLISH packets received over all conns
+    rbuf: Vec<u8>,
 }
 
 impl Net {
@@ -842,6 +1042,7 @@ impl Net {
             ws: a.ws,
             path: a.path.clone(),
             received: 0,
+            rbuf: vec![0; RBUF_SIZE],
         }
     }
 
@@ -866,7 +1067,7 @@ impl Net {
         for ev in self.events.iter() {
             let i = ev.token().0;
             let c = &mut self.conns[i];
-            self.received += c.on_event(ev.is_readable() || ev.is_read_closed(), ev.is_writable());
+            self.received += c.on_event(ev.is_readable() || ev.is_read_closed(), ev.is_writable(), &mut self.rbuf);
             if c.st == St::Dead {
                 return Err(c.err.clone().unwrap_or_else(|| "connection died".into()));
             }
@@ -1135,7 +1336,7 @@ fn scenario_throughput(a: &Args, fanout_mode: bool) {
     if std::env::var("LOADGEN_DEBUG").is_ok() {
         for c in &net.conns {
             eprintln!(
-                "{} st={:?} read={} ws={} frames={} pubs={} pubbytes={} raw={}..{} mq={}/{} out={}",
+                "{} st={:?} read={} ws={} frames={} pubs={} pubbytes={} ws_left={} carry={} skip={} out={}",
                 c.client_id,
                 c.st,
                 c.dbg_read,
@@ -1143,10 +1344,9 @@ fn scenario_throughput(a: &Args, fanout_mode: bool) {
                 c.dbg_frames,
                 c.pubs,
                 c.pub_bytes,
-                c.rpos,
-                c.rend,
-                c.mpos,
-                c.mq.len(),
+                c.ws_left,
+                c.carry.len(),
+                c.skip,
                 c.pending()
             );
         }

@@ -7,12 +7,21 @@
 # runs every scenario against every broker in interleaved rounds (fresh broker per
 # measurement), and prints a table of medians; JSON goes to bench-results/results.json.
 #
-# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (1 s per throughput measurement),
-# BENCH_WARMUP (0.25 s), BENCH_LAT_DURATION (2 s), BENCH_LAT_RATE (10000 msg/s),
-# BENCH_CONNS (10000), BENCH_CONN_ROUNDS (1), BENCH_FANOUT_SUBS (1000), BENCH_PAYLOADS
-# ("16 1024 65536"), BENCH_BROKER_CORE (0), BENCH_LOADGEN_CORE (1), BENCH_ONLY (comma list of
-# brokers: mosquitto,mosquitto-nodelay,rumqttd,midge), MIDGE_BENCH_CACHE (~/.cache/midge-bench).
+# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (0.5 s per throughput measurement),
+# BENCH_WARMUP (0.2 s), BENCH_LAT_DURATION (1 s), BENCH_LAT_RATE (10000 msg/s),
+# BENCH_CONNS (10000), BENCH_CONN_ROUNDS (1), BENCH_CONN_TIMEOUT (20 s), BENCH_FANOUT_SUBS
+# (1000), BENCH_PAYLOADS ("16 1024 65536"), BENCH_BROKER_CORE (0), BENCH_LOADGEN_CORE (1),
+# BENCH_ONLY (comma list of brokers: mosquitto,mosquitto-nodelay,rumqttd,midge),
+# BENCH_SCENARIOS (comma list of row-id prefixes, e.g. "fanin-q0,fanout,latency,conns" or
+# "fanout-65536-ws"; "footprint" selects the idle footprint section; default: everything),
+# MIDGE_BENCH_CACHE (~/.cache/midge-bench).
+#
+# Both mosquitto variants (as shipped = Nagle on, and set_tcp_nodelay true) run in the first
+# round; later rounds re-run only the variant that did better on that row (the table reports
+# the better one anyway). The default run takes about 4 minutes of measurements on 2 cores.
 set -uo pipefail
+BENCH_T0=$(date +%s.%N)
+export BENCH_T0
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -92,17 +101,19 @@ import json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, 
 
 env = os.environ
 ROUNDS = int(env.get("BENCH_ROUNDS", "3"))
-DUR = float(env.get("BENCH_DURATION", "1"))
-WARM = float(env.get("BENCH_WARMUP", "0.25"))
-LAT_DUR = float(env.get("BENCH_LAT_DURATION", "2"))
+DUR = float(env.get("BENCH_DURATION", "0.5"))
+WARM = float(env.get("BENCH_WARMUP", "0.2"))
+LAT_DUR = float(env.get("BENCH_LAT_DURATION", "1"))
 LAT_RATE = int(env.get("BENCH_LAT_RATE", "10000"))
 CONNS = int(env.get("BENCH_CONNS", "10000"))
 CONN_ROUNDS = int(env.get("BENCH_CONN_ROUNDS", "1"))
+CONN_TIMEOUT = float(env.get("BENCH_CONN_TIMEOUT", "20"))
 FAN_SUBS = int(env.get("BENCH_FANOUT_SUBS", "1000"))
 PAYLOADS = [int(x) for x in env.get("BENCH_PAYLOADS", "16 1024 65536").split()]
 BCORE = env.get("BENCH_BROKER_CORE", "0")
 LCORE = env.get("BENCH_LOADGEN_CORE", "1")
 ONLY = [x for x in env.get("BENCH_ONLY", "").split(",") if x]
+SCEN = [x.strip() for x in env.get("BENCH_SCENARIOS", "").split(",") if x.strip()]
 LOADGEN, OUT = env["LOADGEN"], env["OUT"]
 INFLIGHT, QUEUED = 1000, 1000000   # same limits for every broker
 TMP = tempfile.mkdtemp(prefix="midge-bench-")
@@ -247,7 +258,7 @@ def run_loadgen(br, args, timeout):
 # (row id, label, loadgen args, timeout, metrics[(key, label, higher_is_better)])
 ROWS = []
 for tr in ("tcp", "ws"):
-    base = ["--transport", tr, "--warmup", str(WARM), "--duration", str(DUR), "--drain", "2"]
+    base = ["--transport", tr, "--warmup", str(WARM), "--duration", str(DUR), "--drain", "1"]
     for pl in PAYLOADS:
         ROWS.append((f"fanin-q0-{pl}-{tr}", f"fan-in 4->1 QoS0 {pl}B", tr, ["--scenario", "fanin", "--qos", "0", "--payload", str(pl)] + base, 30,
                      [("msgs_per_sec", "msg/s", True)]))
@@ -261,11 +272,20 @@ for tr in ("tcp", "ws"):
                  ["--scenario", "latency", "--transport", tr, "--rate", str(LAT_RATE), "--payload", "16", "--warmup", str(WARM), "--duration", str(LAT_DUR), "--drain", "1"], 30,
                  [("p50_us", "p50 us", False), ("p99_us", "p99 us", False), ("p999_us", "p99.9 us", False)]))
     ROWS.append((f"conns-{tr}", f"{CONNS} idle subscribers", tr,
-                 ["--scenario", "conns", "--transport", tr, "--conns", str(CONNS), "--payload", "16", "--drain", "1", "--timeout", "60"], 90,
+                 ["--scenario", "conns", "--transport", tr, "--conns", str(CONNS), "--payload", "16", "--drain", "1", "--timeout", str(CONN_TIMEOUT)], CONN_TIMEOUT + 15,
                  [("rss_per_conn_kb", "RSS KB/conn", False), ("conns_per_sec", "connects/s", True), ("alive", "alive of %d" % CONNS, True)]))
+
+if SCEN:
+    ROWS = [r for r in ROWS if any(r[0].startswith(p) for p in SCEN)]
+    log("scenarios:", ", ".join(r[0] for r in ROWS) or "none")
+FOOTPRINT = not SCEN or "footprint" in SCEN
 
 results = {r[0]: {n: [] for n in NAMES} for r in ROWS}
 startups = {n: [] for n in NAMES}
+
+def med(vals):
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return statistics.median(vals) if vals else None
 
 def measure(row, name):
     br = Running(name)
@@ -277,7 +297,22 @@ def measure(row, name):
     finally:
         br.stop()
 
+MOSQ = ("mosquitto", "mosquitto-nodelay")
+
+def mosq_loser(row):
+    """After round 1: the mosquitto variant that did worse on this row (not re-run), or None."""
+    if not all(n in NAMES for n in MOSQ):
+        return None
+    key, hib = row[5][0][0], row[5][0][2]
+    v = {n: med([r.get(key) for r in results[row[0]][n] if "error" not in r]) for n in MOSQ}
+    if any(x is None for x in v.values()):
+        return None
+    a, b = v[MOSQ[0]], v[MOSQ[1]]
+    return MOSQ[1] if (a >= b) == hib else MOSQ[0]
+
 total_runs = sum((CONN_ROUNDS if r[0].startswith("conns") else ROUNDS) for r in ROWS) * len(NAMES)
+if all(n in NAMES for n in MOSQ):
+    total_runs -= sum(max(0, (CONN_ROUNDS if r[0].startswith("conns") else ROUNDS) - 1) for r in ROWS)
 done = 0
 for rnd in range(max(ROUNDS, CONN_ROUNDS)):
     for row in ROWS:
@@ -285,7 +320,10 @@ for rnd in range(max(ROUNDS, CONN_ROUNDS)):
         if rnd >= rounds:
             continue
         k = rnd % max(1, len(NAMES))
+        skip = mosq_loser(row) if rnd > 0 else None
         for name in NAMES[k:] + NAMES[:k]:   # rotate the order each round
+            if name == skip:
+                continue
             res = measure(row, name)
             results[row[0]][name].append(res)
             done += 1
@@ -321,7 +359,7 @@ def bin_size(path):
     return os.path.getsize(tmp)
 
 foot = {}
-for name in NAMES:
+for name in (NAMES if FOOTPRINT else []):
     if name == "mosquitto-nodelay":
         continue
     br = Running(name)
@@ -332,7 +370,7 @@ for name in NAMES:
         f["idle_rss_kb"] = int(proc_status(br.p.pid).get("VmRSS", "0 kB").split()[0])
         f["threads"] = int(proc_status(br.p.pid).get("Threads", "0"))
         c0, t0 = ctx_switches(br.p.pid), time.perf_counter()
-        time.sleep(3.0)
+        time.sleep(2.0)
         f["idle_wakeups_per_s"] = (ctx_switches(br.p.pid) - c0) / (time.perf_counter() - t0)
     br.stop()
     f["binary_bytes_stripped"] = bin_size(BROKERS[name]["bin"])
@@ -340,10 +378,6 @@ for name in NAMES:
     foot[name] = f
 
 # ------------------------------------------------------------ report
-def med(vals):
-    vals = [v for v in vals if isinstance(v, (int, float))]
-    return statistics.median(vals) if vals else None
-
 def fmt(v):
     if v is None: return "n/a"
     if abs(v) >= 100: return f"{v:,.0f}"
@@ -391,8 +425,8 @@ for row in ROWS:
                             max_loadgen_cpu_pct=lg,
                             per_broker={n: {k: v for k, v in c.items()} for n, c in cell.items()}))
 
-for key, unit, hib in (("binary_bytes_stripped", "bytes", False), ("idle_rss_kb", "KB", False),
-                       ("idle_wakeups_per_s", "/s", False), ("startup_ms", "ms", False)):
+for key, unit, hib in ((("binary_bytes_stripped", "bytes", False), ("idle_rss_kb", "KB", False),
+                        ("idle_wakeups_per_s", "/s", False), ("startup_ms", "ms", False)) if FOOTPRINT else ()):
     g = lambda n: foot.get(n, {}).get(key)
     m = g("midge")
     def r(p):
@@ -410,9 +444,11 @@ print("ratios: >1x means midge is better (higher throughput, or lower latency/me
       "as-shipped (nagle) and set_tcp_nodelay true (nd)")
 print(line(hdr)); print("-+-".join("-" * x for x in w))
 for t in table: print(line(t))
-print(f"\ntotal time {time.time()-T_START:.0f}s; broker logs and configs in {TMP}")
+wall = time.time() - float(env.get("BENCH_T0") or T_START)
+print(f"\nmeasurements {time.time()-T_START:.0f}s; total wall time {wall:.0f}s (installs and builds included); "
+      f"broker logs and configs in {TMP}")
 doc = dict(generated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), rounds=ROUNDS, conn_rounds=CONN_ROUNDS,
-           duration_s=DUR, warmup_s=WARM, latency_rate=LAT_RATE, conns=CONNS, fanout_subscribers=FAN_SUBS,
+           duration_s=DUR, warmup_s=WARM, scenarios=SCEN or None, latency_rate=LAT_RATE, conns=CONNS, fanout_subscribers=FAN_SUBS,
            payloads=PAYLOADS, broker_core=BCORE, loadgen_core=LCORE, brokers=NAMES,
            binaries={n: BROKERS[n]["bin"] for n in NAMES}, rows=js_rows, footprint=foot, table_header=hdr, table=table)
 with open(os.path.join(OUT, "results.json"), "w") as f:
