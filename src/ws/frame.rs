@@ -353,7 +353,16 @@ fn unmask(buf: &mut [u8], mask: [u8; 4]) {
             *b ^= m;
         }
     }
-    for (b, m) in chunks.into_remainder().iter_mut().zip(wide.iter()) {
+    // Small frames (one short MQTT packet each) live in the remainder: words, then bytes.
+    let [a, b, c, d] = mask;
+    let word = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    let mut words = chunks.into_remainder().chunks_exact_mut(8);
+    for w in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(w);
+        w.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    for (b, m) in words.into_remainder().iter_mut().zip(wide.iter()) {
         *b ^= m;
     }
 }
