@@ -8,9 +8,21 @@ use std::time::{Duration, Instant};
 
 use crate::buffer::{InBuf, OutQueue, Placeholder};
 use crate::mqtt::{encode_publish_header, ProtocolLevel};
-use crate::router::Message;
+use crate::router::{Message, Subscriber};
 use crate::session::Outgoing;
 use crate::ws::{self, FrameDecoder};
+
+/// A route cache of one entry per publishing client: most clients (sensors) publish to the
+/// same topic again and again, so the topic string and its subscriber list are reused until the
+/// subscriptions change, instead of allocating the topic and walking the trie per message.
+#[derive(Debug)]
+pub struct LastPublish {
+    pub topic: Rc<str>,
+    /// `Router::generation` when `matches` was computed.
+    pub generation: u64,
+    /// Matching sessions, one entry each, at their highest granted QoS.
+    pub matches: Vec<Subscriber>,
+}
 
 /// 1.5 x keep alive: how long a client may stay silent (3.1.2-24).
 pub fn keep_alive_grace(keep_alive_secs: u16) -> Duration {
@@ -82,8 +94,8 @@ pub struct Connection {
     /// Deadline of this connection's live entry in the broker's timer heap.
     pub timer_at: Option<Instant>,
     pub will: Option<Message>,
-    /// Topic of this client's last PUBLISH (see `intern_topic`).
-    pub last_topic: Option<Rc<str>>,
+    /// This client's last PUBLISH topic and where it went (see `LastPublish`).
+    pub last_publish: Option<Box<LastPublish>>,
     /// Queued in the broker's dirty list for a flush this turn.
     pub dirty: bool,
     /// Closed by the broker; the event loop flushes what it can and drops the socket.
@@ -106,7 +118,7 @@ impl Connection {
             last_received: now,
             timer_at: None,
             will: None,
-            last_topic: None,
+            last_publish: None,
             dirty: false,
             closing: false,
         }
@@ -157,19 +169,6 @@ impl Connection {
             Phase::AwaitConnect => Some(self.last_received + connect_timeout),
             Phase::Connected { .. } if self.keep_alive == 0 => None,
             Phase::Connected { .. } => Some(self.last_received + keep_alive_grace(self.keep_alive)),
-        }
-    }
-
-    /// The topic of a PUBLISH as a shared string: a client publishing to the same topic again
-    /// (the usual sensor) reuses the last allocation.
-    pub fn intern_topic(&mut self, topic: &str) -> Rc<str> {
-        match &self.last_topic {
-            Some(last) if **last == *topic => Rc::clone(last),
-            _ => {
-                let fresh: Rc<str> = topic.into();
-                self.last_topic = Some(Rc::clone(&fresh));
-                fresh
-            }
         }
     }
 

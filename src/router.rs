@@ -142,11 +142,13 @@ impl Node {
 pub struct Router {
     nodes: Vec<Node>,
     free: Vec<usize>,
+    /// Bumped by every change of subscriptions, so cached match lists know they are stale.
+    generation: u64,
 }
 
 impl Default for Router {
     fn default() -> Self {
-        Router { nodes: vec![Node::default()], free: Vec::new() }
+        Router { nodes: vec![Node::default()], free: Vec::new(), generation: 0 }
     }
 }
 
@@ -164,6 +166,7 @@ impl Router {
     /// Add or replace (same session, same filter) a subscription. Returns true if it replaced one.
     /// `filter` must be valid (the codec checks).
     pub fn subscribe(&mut self, filter: &str, sub: Subscriber) -> bool {
+        self.generation += 1;
         let mut node = ROOT;
         let mut multi = false;
         for level in filter.split('/') {
@@ -204,6 +207,7 @@ impl Router {
 
     /// Remove a session's subscription to `filter`. Returns whether it existed.
     pub fn unsubscribe(&mut self, filter: &str, session: usize) -> bool {
+        self.generation += 1;
         // Walk down remembering the path so emptied nodes can be pruned bottom-up.
         let mut path: Vec<(usize, &str)> = Vec::new();
         let mut node = ROOT;
@@ -246,6 +250,11 @@ impl Router {
             child = parent;
         }
         true
+    }
+
+    /// Changes whenever the subscriptions change.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Append every subscriber whose filter matches `topic` to `out` (a session may appear more

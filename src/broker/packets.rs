@@ -7,7 +7,7 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::{CloseReason, Core, ProtocolError, SLOW_CONSUMER_BYTES};
-use crate::connection::{keep_alive_grace, Connection, Phase};
+use crate::connection::{keep_alive_grace, Connection, LastPublish, Phase};
 use crate::mqtt::{encode_packet, Connect, ConnectReturnCode, Packet, Publish, QoS, Subscribe, Unsubscribe};
 use crate::router::{Message, Subscriber};
 use crate::session::{Inflight, InflightState, Outgoing, Session};
@@ -219,12 +219,43 @@ impl Core {
                 return Ok(());
             }
         }
-        let topic = self.conns.get_mut(token).map_or_else(|| p.topic.into(), |c| c.intern_topic(p.topic));
+        // Same topic as this client's last PUBLISH: reuse its topic string and, if subscriptions
+        // have not changed since, its subscriber list.
+        let generation = self.router.generation();
+        let (topic, cached) = match self.conns.get_mut(token).and_then(|c| c.last_publish.as_deref_mut()) {
+            Some(last) => {
+                let list = std::mem::take(&mut last.matches);
+                if *last.topic != *p.topic {
+                    (Rc::from(p.topic), Err(list))
+                } else if last.generation != generation {
+                    (Rc::clone(&last.topic), Err(list))
+                } else {
+                    (Rc::clone(&last.topic), Ok(list))
+                }
+            }
+            None => (Rc::from(p.topic), Err(Vec::new())),
+        };
         let msg = Message { topic, payload: p.payload.into(), qos: p.qos, retain: p.retain };
         if p.retain {
             self.retained.update(&msg);
         }
-        self.route(&msg);
+        // Ok: the cached list is current; Err: a stale list whose allocation is reused.
+        let matches = match cached {
+            Ok(matches) => matches,
+            Err(spare) => self.subscribers_of(&msg.topic, spare),
+        };
+        self.deliver_to(&msg, &matches);
+        if let Some(conn) = self.conns.get_mut(token) {
+            let topic = Rc::clone(&msg.topic);
+            match conn.last_publish.as_deref_mut() {
+                Some(last) => {
+                    last.topic = topic;
+                    last.generation = generation;
+                    last.matches = matches;
+                }
+                None => conn.last_publish = Some(Box::new(LastPublish { topic, generation, matches })),
+            }
+        }
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => self.send(token, &Packet::Puback { packet_id }),
             (QoS::ExactlyOnce, Some(packet_id)) => self.send(token, &Packet::Pubrec { packet_id }),
@@ -236,17 +267,28 @@ impl Core {
     /// Deliver `msg` to every matching subscription, once per session at the highest granted QoS
     /// of its matching filters (3.3.5: we choose one delivery, at the maximum QoS).
     pub(super) fn route(&mut self, msg: &Message) {
-        let mut matches = std::mem::take(&mut self.matches);
-        matches.clear();
-        self.router.matches(&msg.topic, &mut matches);
-        if matches.len() > 1 {
-            self.merge_overlapping(&mut matches);
+        let matches = std::mem::take(&mut self.matches);
+        let matches = self.subscribers_of(&msg.topic, matches);
+        self.deliver_to(msg, &matches);
+        self.matches = matches;
+    }
+
+    /// The sessions subscribed to `topic`, one entry each at its highest granted QoS, in `out`
+    /// (cleared first; passed in so its allocation can be reused).
+    fn subscribers_of(&mut self, topic: &str, mut out: Vec<Subscriber>) -> Vec<Subscriber> {
+        out.clear();
+        self.router.matches(topic, &mut out);
+        if out.len() > 1 {
+            self.merge_overlapping(&mut out);
         }
-        for sub in &matches {
+        out
+    }
+
+    fn deliver_to(&mut self, msg: &Message, subscribers: &[Subscriber]) {
+        for sub in subscribers {
             let qos = msg.qos.min(sub.qos);
             self.deliver(sub.session, Outgoing { msg: msg.clone(), qos, retain: false });
         }
-        self.matches = matches;
     }
 
     /// Keep one entry per session, with the highest QoS among its matches. Linear, no sorting:

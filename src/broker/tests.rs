@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::connection::Connection;
 use crate::mqtt::{
-    decode_packet, encode_packet, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, Subscribe, Will,
+    decode_packet, encode_packet, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, Subscribe,
+    Unsubscribe, Will,
 };
 use crate::session::Session;
 
@@ -419,4 +420,27 @@ fn one_live_timer_per_connection() {
         h.core.handle_timeouts(h.now + Duration::from_secs(secs));
         assert_eq!(h.core.timers.len(), 1, "after {secs} s");
     }
+}
+
+#[test]
+fn route_cache_follows_subscription_changes() {
+    let mut h = Harness::new();
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "t", b"nobody", QoS::AtMostOnce, 0, false);
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    h.publish(p, "t", b"one", QoS::AtMostOnce, 0, false);
+    assert_eq!(publish_of(&h.received(s)[0]).payload, b"one", "new subscriber seen despite cache");
+    h.send(s, &Packet::Unsubscribe(Unsubscribe { packet_id: 2, filters: vec!["t"] }));
+    h.received(s);
+    h.publish(p, "t", b"two", QoS::AtMostOnce, 0, false);
+    assert!(h.received(s).is_empty(), "unsubscribed session not served from cache");
+    // A session slot freed and reused by another client must not inherit cached deliveries.
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    h.publish(p, "t", b"three", QoS::AtMostOnce, 0, false);
+    assert_eq!(h.received(s).len(), 1);
+    h.core.handle_hangup(s, None);
+    let (s2, _) = h.connect("other", true);
+    h.publish(p, "t", b"four", QoS::AtMostOnce, 0, false);
+    assert!(h.received(s2).is_empty());
 }
