@@ -8,7 +8,7 @@
 # measurement), and prints a table of medians; JSON goes to bench-results/results.json.
 #
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (0.5 s per throughput measurement),
-# BENCH_WARMUP (0.2 s), BENCH_LAT_DURATION (1 s), BENCH_LAT_RATE (10000 msg/s),
+# BENCH_WARMUP (0.2 s), BENCH_LAT_DURATION (2 s), BENCH_LAT_RATE (10000 msg/s),
 # BENCH_CONNS (10000), BENCH_CONN_ROUNDS (1), BENCH_CONN_TIMEOUT (20 s), BENCH_FANOUT_SUBS
 # (1000), BENCH_PAYLOADS ("16 1024 65536"), BENCH_BROKER_CORE (0), BENCH_LOADGEN_CORE (1),
 # BENCH_ONLY (comma list of brokers: mosquitto,mosquitto-nodelay,rumqttd,midge),
@@ -103,7 +103,7 @@ env = os.environ
 ROUNDS = int(env.get("BENCH_ROUNDS", "3"))
 DUR = float(env.get("BENCH_DURATION", "0.5"))
 WARM = float(env.get("BENCH_WARMUP", "0.2"))
-LAT_DUR = float(env.get("BENCH_LAT_DURATION", "1"))
+LAT_DUR = float(env.get("BENCH_LAT_DURATION", "2"))
 LAT_RATE = int(env.get("BENCH_LAT_RATE", "10000"))
 CONNS = int(env.get("BENCH_CONNS", "10000"))
 CONN_ROUNDS = int(env.get("BENCH_CONN_ROUNDS", "1"))
