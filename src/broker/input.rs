@@ -11,10 +11,6 @@ use crate::connection::{Phase, Transport, WsState};
 use crate::mqtt::{decode_packet, ConnectReturnCode, DecodeError, Packet};
 use crate::ws::{self, HandshakeOutcome, WsControl, WsEvent};
 
-/// WebSocket payloads up to this size are slid together before MQTT decoding (a short move is
-/// cheaper than a decoding pass per frame); larger ones are decoded where they lie.
-const COMPACT_FRAME_MAX: usize = 512;
-
 impl Core {
     /// Bytes arrived on `token`'s socket, read into a shared buffer because the connection held
     /// nothing. They may be modified in place (WebSocket unmasking).
@@ -86,86 +82,46 @@ impl Core {
         }
     }
 
-    /// WebSocket frames: payloads are unmasked in place and decoded as MQTT right there; only a
-    /// packet that spans reads is copied (into the connection's `mqtt_in`). Small payloads are
-    /// first slid together over the frame headers between them, so a burst of tiny frames is
-    /// decoded in one pass, as one TCP read would be.
+    /// WebSocket frames: payloads are unmasked in place and decoded as MQTT right there (the
+    /// decoder slides a burst of small frames together into one range); only a packet that spans
+    /// reads is copied (into the connection's `mqtt_in`).
     fn process_frames(&mut self, token: usize, data: &mut [u8], now: Instant) -> usize {
         let mut pos = 0;
-        // Contiguous MQTT bytes collected so far: data[run.0..run.1].
-        let mut run = (0, 0);
         let mut failure = None;
-        let mut consumed = data.len();
         while let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
             let Transport::Ws(ws) = &mut conn.transport else { break };
-            let decoder = &mut ws.decoder;
             let Some(rest) = data.get_mut(pos..) else { break };
-            let step = decoder.decode_in_place(rest);
-            if let Ok((n, WsEvent::Data(range))) = &step {
-                let (start, end) = (pos + range.start, pos + range.end);
-                pos += n;
-                if end - start <= COMPACT_FRAME_MAX {
-                    if run.0 == run.1 {
-                        run = (start, end);
-                    } else {
-                        data.copy_within(start..end, run.1);
-                        run.1 += end - start;
+            match ws.decoder.decode_in_place(rest) {
+                Ok((n, WsEvent::Data(range))) => {
+                    let (start, end) = (pos + range.start, pos + range.end);
+                    pos += n;
+                    if let Some(bytes) = data.get_mut(start..end) {
+                        self.feed_ws_stream(token, bytes, now);
                     }
-                    continue;
                 }
-                // A large payload: decode it where it is, after what was collected.
-                self.feed_ws_run(token, data, &mut run, now);
-                if let Some(bytes) = data.get_mut(start..end) {
-                    self.feed_ws_stream(token, bytes, now);
-                }
-                continue;
-            }
-            // Anything else ends the run: MQTT bytes before a control frame are handled first.
-            self.feed_ws_run(token, data, &mut run, now);
-            match step {
-                Ok((_, WsEvent::Data(_))) => {}
                 Ok((n, WsEvent::Control(WsControl::Ping(payload)))) => {
                     pos += n;
-                    if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
-                        // Close the open data frame first: frames never nest.
-                        conn.prepare_flush();
-                        ws::frame::encode_pong(&payload, conn.out.tail());
-                        self.mark_dirty(token);
-                    }
+                    // Close the open data frame first: frames never nest.
+                    conn.prepare_flush();
+                    ws::frame::encode_pong(&payload, conn.out.tail());
+                    self.mark_dirty(token);
                 }
                 Ok((n, WsEvent::Control(WsControl::Pong))) => pos += n,
                 Ok((_, WsEvent::Control(WsControl::Close { code }))) => {
                     failure = Some(CloseReason::WebSocketClosed(code));
                     break;
                 }
-                Ok((n, WsEvent::NeedMore)) => {
-                    consumed = pos + n;
-                    break;
-                }
+                Ok((n, WsEvent::NeedMore)) => return pos + n,
                 Err(e) => {
                     failure = Some(CloseReason::WebSocket(e));
                     break;
                 }
             }
         }
-        self.feed_ws_run(token, data, &mut run, now);
         if let Some(reason) = failure {
             self.close(token, reason);
         }
-        match self.conns.get(token) {
-            Some(c) if !c.closing => consumed,
-            _ => data.len(),
-        }
-    }
-
-    /// Decode the collected run of MQTT bytes, if any.
-    fn feed_ws_run(&mut self, token: usize, data: &mut [u8], run: &mut (usize, usize), now: Instant) {
-        if run.0 < run.1 {
-            if let Some(bytes) = data.get_mut(run.0..run.1) {
-                self.feed_ws_stream(token, bytes, now);
-            }
-        }
-        *run = (0, 0);
+        data.len()
     }
 
     /// MQTT stream bytes from one WebSocket frame.

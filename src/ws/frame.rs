@@ -89,6 +89,10 @@ pub enum WsControl {
     Close { code: Option<u16> },
 }
 
+/// Data frames up to this payload size are slid together by `decode_in_place` (a short move
+/// costs less than a decoding pass per frame); larger payloads are decoded where they lie.
+const SLIDE_MAX: usize = 512;
+
 /// One step of `FrameDecoder::decode_in_place`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsEvent {
@@ -179,10 +183,12 @@ impl FrameDecoder {
                 }
                 self.mask.rotate_left(n % 4);
                 self.remaining -= n as u64;
-                if self.remaining == 0 {
-                    self.end_data_frame();
+                if self.remaining > 0 {
+                    return Ok((pos + n, WsEvent::Data(pos..pos + n)));
                 }
-                return Ok((pos + n, WsEvent::Data(pos..pos + n)));
+                self.end_data_frame();
+                let (consumed, end) = self.slide_small_frames(input, pos + n);
+                return Ok((consumed, WsEvent::Data(pos..end)));
             }
             let rest = input.get(pos..).unwrap_or(&[]);
             let Some(h) = self.parse_header(rest)? else {
@@ -227,6 +233,32 @@ impl FrameDecoder {
         }
     }
 
+    /// After a data frame that ended at `at`: take the complete small data frames that follow
+    /// too, unmasking each payload and sliding it up against the previous one, so a burst of
+    /// tiny frames (one short MQTT packet each, as most clients send) comes out as one range.
+    /// Stops at anything else (a control frame, a large or partial frame, an invalid header,
+    /// which the next call reports). Returns (bytes consumed, end of the MQTT bytes).
+    fn slide_small_frames(&mut self, input: &mut [u8], at: usize) -> (usize, usize) {
+        let (mut next, mut end) = (at, at);
+        while let Some(Ok(Some(h))) = input.get(next..).map(|rest| self.parse_header(rest)) {
+            let len = usize::try_from(h.len).unwrap_or(usize::MAX);
+            if h.opcode >= OP_CLOSE || len > SLIDE_MAX {
+                break;
+            }
+            let (start, stop) = (next + h.size, next + h.size + len);
+            let Some(payload) = input.get_mut(start..stop) else { break };
+            unmask(payload, h.mask);
+            input.copy_within(start..stop, end);
+            end += len;
+            next = stop;
+            self.fin = h.fin;
+            self.in_message = !h.fin;
+            self.message_len = h.message_len;
+            self.end_data_frame();
+        }
+        (next, end)
+    }
+
     fn end_data_frame(&mut self) {
         if self.fin {
             self.message_len = 0;
@@ -235,7 +267,7 @@ impl FrameDecoder {
 
     /// Parse and validate a header at the front of `buf`; `None` if not all of it is there yet.
     /// Everything decidable from the first two bytes is checked before waiting for the rest.
-    fn parse_header(&mut self, buf: &[u8]) -> Result<Option<Header>, WsError> {
+    fn parse_header(&self, buf: &[u8]) -> Result<Option<Header>, WsError> {
         let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {
             return Ok(None);
         };

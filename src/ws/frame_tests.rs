@@ -540,3 +540,29 @@ fn random_bytes_never_panic() {
         let _ = feed(&mut dec, &cuts);
     }
 }
+
+#[test]
+fn small_frames_in_one_input_come_out_as_one_range() {
+    let mut input =
+        [bin(b"ab"), frame(false, 0x2, b"cd"), frame(true, 0x0, b"e"), bin(&[b'f'; 600]), bin(b"g")].concat();
+    let mut dec = FrameDecoder::new(1 << 20);
+    let (n, event) = dec.decode_in_place(&mut input).unwrap();
+    let WsEvent::Data(range) = event else { panic!("{event:?}") };
+    assert_eq!(&input[range], b"abcde", "fragments slid together; the large frame stops the run");
+    let (m, event) = dec.decode_in_place(&mut input[n..]).unwrap();
+    let WsEvent::Data(range) = event else { panic!("{event:?}") };
+    assert_eq!(range.len(), 601, "large payload in place, then the small one after it");
+    assert_eq!(n + m, input.len());
+}
+
+#[test]
+fn a_control_frame_ends_the_run_and_comes_next() {
+    let mut input = [bin(b"ab"), bin(b"cd"), frame(true, 0x9, b"hi"), bin(b"ef")].concat();
+    let mut dec = FrameDecoder::new(1 << 20);
+    let (n, event) = dec.decode_in_place(&mut input).unwrap();
+    assert!(matches!(event, WsEvent::Data(ref r) if input[r.clone()] == *b"abcd"));
+    let (m, event) = dec.decode_in_place(&mut input[n..]).unwrap();
+    assert_eq!(event, WsEvent::Control(WsControl::Ping(b"hi".to_vec())));
+    let (_, event) = dec.decode_in_place(&mut input[n + m..]).unwrap();
+    assert!(matches!(event, WsEvent::Data(ref r) if r.len() == 2));
+}
