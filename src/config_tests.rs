@@ -1,3 +1,6 @@
+//! Tests for the command line and mosquitto.conf parsing.
+//! Test-only: included under #[cfg(test)] by the parent module.
+
 use super::*;
 
 fn parse(text: &str) -> Result<(Config, Vec<String>), ConfigError> {

@@ -1,4 +1,5 @@
 //! Protocol scenarios against the sans-IO core: an in-memory client/broker pair, no sockets.
+//! Test-only: included under #[cfg(test)] by the parent module.
 
 use std::time::{Duration, Instant};
 

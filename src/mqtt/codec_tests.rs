@@ -1,4 +1,5 @@
 //! Tests for the codec, named after the spec rule each one proves.
+//! Test-only: included under #[cfg(test)] by the parent module.
 use super::*;
 
 const MAX: usize = usize::MAX;

@@ -1,4 +1,5 @@
 //! Tests for the opening handshake; names cite the rule each one proves.
+//! Test-only: included under #[cfg(test)] by the parent module.
 
 use super::*;
 
