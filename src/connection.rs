@@ -46,14 +46,14 @@ pub enum Transport {
 pub struct WsState {
     pub decoder: FrameDecoder,
     /// MQTT bytes unmasked from frames and not yet decoded (a partial packet).
-    pub mqtt_in: Vec<u8>,
+    pub mqtt_in: InBuf,
     /// The binary frame being filled with this turn's MQTT bytes: where its header goes.
     pub open_frame: Option<Placeholder>,
 }
 
 impl WsState {
     pub fn new(max_message_size: usize) -> Self {
-        WsState { decoder: FrameDecoder::new(max_message_size), mqtt_in: Vec::new(), open_frame: None }
+        WsState { decoder: FrameDecoder::new(max_message_size), mqtt_in: InBuf::default(), open_frame: None }
     }
 }
 

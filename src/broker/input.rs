@@ -17,17 +17,10 @@ impl Core {
     pub fn handle_input(&mut self, token: usize, data: &mut [u8], now: Instant) {
         let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
         conn.touch(now);
-        if !conn.raw_in.is_empty() {
-            // Keep byte order: append behind what is held.
-            conn.raw_in.extend_from_slice(data);
-            self.handle_buffered_input(token, now);
-            return;
-        }
-        let n = self.process_raw(token, data, now);
+        let mut held = std::mem::take(&mut conn.raw_in);
+        consume_with_leftover(&mut held, data, |bytes| self.process_raw(token, bytes, now));
         if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
-            if let Some(rest) = data.get(n..).filter(|r| !r.is_empty()) {
-                conn.raw_in.extend_from_slice(rest);
-            }
+            conn.raw_in = held;
         }
     }
 
@@ -179,16 +172,14 @@ impl Core {
 /// Hand `held` + `data` to `consume`, which returns how many bytes it used; keep the rest in
 /// `held`. When nothing is held, `data` is consumed where it lies and only a trailing partial
 /// unit is copied; a drained `held` gives its memory back (idle connections stay small).
-fn consume_with_leftover(held: &mut Vec<u8>, data: &mut [u8], mut consume: impl FnMut(&mut [u8]) -> usize) {
+fn consume_with_leftover(held: &mut InBuf, data: &mut [u8], mut consume: impl FnMut(&mut [u8]) -> usize) {
     if held.is_empty() {
         let n = consume(data);
-        *held = data.get(n..).map(<[u8]>::to_vec).unwrap_or_default();
+        held.extend_from_slice(data.get(n..).unwrap_or(&[]));
     } else {
+        // Keep byte order: append behind what is held.
         held.extend_from_slice(data);
-        let n = consume(held);
-        held.drain(..n.min(held.len()));
-        if held.is_empty() {
-            *held = Vec::new();
-        }
+        let n = consume(held.filled_mut());
+        held.consume(n);
     }
 }
