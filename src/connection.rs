@@ -157,9 +157,8 @@ impl Connection {
         let Transport::Ws(ws) = &mut self.transport else { return };
         let Some(at) = ws.open_frame.take() else { return };
         let payload_len = self.out.bytes_since(at).saturating_sub(FRAME_HEADER_ROOM);
-        let mut header = Vec::with_capacity(FRAME_HEADER_ROOM);
-        ws::frame::encode_binary_header(payload_len, &mut header);
-        self.out.fill_placeholder(at, FRAME_HEADER_ROOM, &header);
+        let (header, len) = ws::frame::binary_header(payload_len);
+        self.out.fill_placeholder(at, FRAME_HEADER_ROOM, header.get(..len).unwrap_or(&header));
     }
 
     /// The instant this connection times out, if it can: the CONNECT (and WebSocket handshake)

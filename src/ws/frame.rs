@@ -401,14 +401,26 @@ fn unmask(buf: &mut [u8], mask: [u8; 4]) {
 
 /// Append an unmasked, FIN binary frame header for `payload_len` bytes.
 pub fn encode_binary_header(payload_len: usize, out: &mut Vec<u8>) {
+    let (bytes, len) = binary_header(payload_len);
+    out.extend_from_slice(bytes.get(..len).unwrap_or(&bytes));
+}
+
+/// An unmasked, FIN binary frame header for `payload_len` bytes, on the stack: the header bytes
+/// are the first `.1` of the array.
+pub fn binary_header(payload_len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | OP_BINARY;
     if payload_len <= 125 {
-        out.extend_from_slice(&[0x80 | OP_BINARY, payload_len as u8]);
+        h[1] = payload_len as u8;
+        (h, 2)
     } else if let Ok(len) = u16::try_from(payload_len) {
-        let [hi, lo] = len.to_be_bytes();
-        out.extend_from_slice(&[0x80 | OP_BINARY, 126, hi, lo]);
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        (h, 4)
     } else {
-        out.extend_from_slice(&[0x80 | OP_BINARY, 127]);
-        out.extend_from_slice(&(payload_len as u64).to_be_bytes());
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+        (h, 10)
     }
 }
 
