@@ -98,6 +98,9 @@ impl Broker {
             }
             listeners.push(Listener { socket, kind, protocol: l.protocol, addr });
         }
+        if !config.allow_anonymous {
+            warn!("allow_anonymous is false and password files are not supported yet: every client will be refused.");
+        }
         Ok(Broker { poll, listeners, config, stop: Arc::new(AtomicBool::new(false)), waker })
     }
 
