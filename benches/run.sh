@@ -2,7 +2,7 @@
 # `make bench`: midge vs mosquitto vs rumqttd, MQTT 3.1.1 over TCP and WebSocket, loopback only.
 #
 # Installs the peers when missing (Debian `mosquitto`; rumqttd 0.20.0 via `cargo install` into
-# a cache dir outside the repo), builds midge and the load generator (benches/loadgen.rs) in
+# a cache dir outside the repo), builds midge and the load generator (benches/loadgen/) in
 # release mode, pins every broker to one core and the load generator to another (taskset),
 # runs every scenario against every broker in interleaved rounds (fresh broker per
 # measurement), and prints a table of medians; JSON goes to bench-results/results.json.
@@ -74,7 +74,7 @@ if [ -z "$LOADGEN" ] || [ ! -x "$LOADGEN" ]; then
     # The midge library does not compile (a bench target links it): build the loadgen alone.
     log "cargo bench --no-run failed; building the loadgen as a standalone crate in $CACHE/loadgen"
     mkdir -p "$CACHE/loadgen/src"
-    cp benches/loadgen.rs "$CACHE/loadgen/src/main.rs"
+    cp benches/loadgen/*.rs "$CACHE/loadgen/src/"
     cat > "$CACHE/loadgen/Cargo.toml" <<'EOF'
 [package]
 name = "loadgen"
