@@ -23,16 +23,29 @@ pub struct ListenerConfig {
     pub protocol: Protocol,
     /// Handshake settings, for a WebSocket listener.
     pub ws: HandshakeConfig,
+    /// mosquitto's per-listener `max_connections`; `None`: the global setting applies.
+    pub max_connections: Option<usize>,
 }
 
 impl ListenerConfig {
     pub fn mqtt(addr: SocketAddr) -> Self {
-        ListenerConfig { addr, protocol: Protocol::Mqtt, ws: HandshakeConfig::default() }
+        ListenerConfig { addr, protocol: Protocol::Mqtt, ws: HandshakeConfig::default(), max_connections: None }
     }
 
     pub fn websockets(addr: SocketAddr) -> Self {
-        ListenerConfig { addr, protocol: Protocol::WebSockets, ws: HandshakeConfig::default() }
+        ListenerConfig { addr, protocol: Protocol::WebSockets, ..ListenerConfig::mqtt(addr) }
     }
+}
+
+/// `memory_limit`: the heap the broker may hold before it refuses new work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// Not configured: half of physical memory (or of the cgroup's limit, if lower), so a gateway
+    /// refuses clients before the kernel kills the broker.
+    Auto,
+    /// `memory_limit 0`, as in mosquitto.
+    Unlimited,
+    Bytes(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -45,9 +58,41 @@ pub struct Config {
     /// QoS 1/2 messages queued per client beyond the in-flight window or while offline; further
     /// messages are dropped.
     pub max_queued: usize,
+    /// Bytes of QoS 1/2 messages queued per client (mosquitto's `max_queued_bytes`); 0: no limit
+    /// beyond `max_queued`.
+    pub max_queued_bytes: usize,
     /// Time allowed from accept to CONNECT (WebSocket handshake included).
     pub connect_timeout: Duration,
     pub allow_anonymous: bool,
+    /// Largest packet accepted before CONNECT is (CONNECT itself, will and credentials
+    /// included), so an unauthenticated socket cannot make the broker buffer much.
+    pub max_connect_packet_size: usize,
+    /// Largest PUBLISH payload accepted (mosquitto's `message_size_limit`); 0: no limit beyond
+    /// `max_packet_size`. Larger messages are acknowledged and dropped, as mosquitto does.
+    pub message_size_limit: usize,
+    /// Most levels in a topic name or filter (mosquitto refuses more than 200).
+    pub max_topic_levels: usize,
+    /// Longest topic name or filter, in bytes (the wire format allows 65535).
+    pub max_topic_length: usize,
+    /// Most filters in one SUBSCRIBE; the ones beyond get SUBACK 0x80.
+    pub max_subscribe_filters: usize,
+    /// Most subscriptions one session holds; 0: no limit.
+    pub max_subscriptions: usize,
+    /// Unsent output above which a connection is not read (it cannot make us produce more for
+    /// it), publishers feeding it are paused, and, once it is a slow consumer, QoS 0 to it is
+    /// dropped. Reading resumes below half of it.
+    pub output_high_watermark: usize,
+    /// A connection whose output makes no progress for this long is closed (its will published).
+    pub send_timeout: Duration,
+    pub memory_limit: MemoryLimit,
+    /// Offline persistent sessions expire after this long (mosquitto's
+    /// `persistent_client_expiration`); `None`: never.
+    pub persistent_client_expiration: Option<Duration>,
+    /// Connections accepted that have not completed CONNECT; beyond this the oldest is dropped.
+    pub max_pending_connections: usize,
+    /// Connections per listener unless the listener sets its own (mosquitto's `max_connections`);
+    /// `None`: limited only by file descriptors.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Config {
@@ -60,8 +105,21 @@ impl Default for Config {
             max_packet_size: 268_435_455,
             max_inflight: 20,
             max_queued: 1000,
+            max_queued_bytes: 0,
             connect_timeout: Duration::from_secs(10),
             allow_anonymous: true,
+            max_connect_packet_size: 16 * 1024,
+            message_size_limit: 0,
+            max_topic_levels: 200,
+            max_topic_length: 65535,
+            max_subscribe_filters: 1000,
+            max_subscriptions: 1000,
+            output_high_watermark: 1024 * 1024,
+            send_timeout: Duration::from_secs(30),
+            memory_limit: MemoryLimit::Auto,
+            persistent_client_expiration: None,
+            max_pending_connections: 1024,
+            max_connections: None,
         }
     }
 }
@@ -139,10 +197,7 @@ const LATER_OPTIONS: &[&str] = &[
     "connection",
     "address",
     "topic",
-    "max_connections",
-    "message_size_limit",
     "max_keepalive",
-    "persistent_client_expiration",
     "retain_available",
     "set_tcp_nodelay",
     "per_listener_settings",
@@ -158,10 +213,8 @@ const LATER_OPTIONS: &[&str] = &[
     "upgrade_outgoing_qos",
     "allow_zero_length_clientid",
     "auto_id_prefix",
-    "max_queued_bytes",
     "max_inflight_bytes",
     "check_retain_source",
-    "memory_limit",
     "plugin",
     "auth_plugin",
     "websockets_headers_size",
@@ -248,6 +301,55 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                 }
                 config.max_packet_size = n;
             }
+            "max_queued_bytes" => config.max_queued_bytes = parse_number(one("number")?).map_err(&invalid)?,
+            "message_size_limit" => config.message_size_limit = parse_number(one("number")?).map_err(&invalid)?,
+            "memory_limit" => {
+                config.memory_limit = match parse_number(one("number of bytes")?).map_err(&invalid)? {
+                    0 => MemoryLimit::Unlimited,
+                    n => MemoryLimit::Bytes(n),
+                }
+            }
+            "persistent_client_expiration" => {
+                let d = parse_duration(one("duration (e.g. 2h, 14d)")?).map_err(&invalid)?;
+                config.persistent_client_expiration = Some(d);
+            }
+            "max_connections" => {
+                let v = one("number")?;
+                // mosquitto: -1 means no limit.
+                let n = if v == "-1" { None } else { Some(parse_number(v).map_err(&invalid)?) };
+                match config.listeners.last_mut().filter(|_| saw_listener) {
+                    Some(last) => last.max_connections = n,
+                    None => config.max_connections = n,
+                }
+            }
+            // midge's own limits, in the same style.
+            "max_connect_packet_size" | "max_topic_levels" | "max_topic_length" | "max_subscribe_filters"
+            | "max_subscriptions" | "output_high_watermark" | "max_pending_connections" => {
+                let n = parse_number(one("number")?).map_err(&invalid)?;
+                let at_least = |min: usize| {
+                    if n < min {
+                        Err(invalid(format!("{key} must be at least {min}")))
+                    } else {
+                        Ok(n)
+                    }
+                };
+                match key {
+                    "max_connect_packet_size" => config.max_connect_packet_size = at_least(20)?,
+                    "max_topic_levels" => config.max_topic_levels = at_least(1)?,
+                    "max_topic_length" => config.max_topic_length = at_least(1)?.min(65535),
+                    "max_subscribe_filters" => config.max_subscribe_filters = at_least(1)?,
+                    "max_subscriptions" => config.max_subscriptions = n,
+                    "output_high_watermark" => config.output_high_watermark = at_least(4096)?,
+                    _ => config.max_pending_connections = at_least(1)?,
+                }
+            }
+            "send_timeout" => {
+                let secs = parse_number(one("seconds")?).map_err(&invalid)?;
+                if secs == 0 {
+                    return Err(invalid("send_timeout must be at least 1 second".into()));
+                }
+                config.send_timeout = Duration::from_secs(secs as u64);
+            }
             // midge's own WebSocket settings, in the same style; they apply to the last listener.
             "websockets_path" | "websockets_origin" | "websockets_trusted_proxy" | "websockets_require_subprotocol" => {
                 let v = one("value")?;
@@ -294,6 +396,27 @@ fn parse_number(v: &str) -> Result<usize, String> {
     v.parse::<usize>().map_err(|_| format!("invalid number '{v}'"))
 }
 
+/// mosquitto's duration syntax: a number and a unit of h, d, w, m (months of 30 days) or y;
+/// a bare number is seconds.
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration '{v}' (a number followed by h, d, w, m or y)");
+    let (digits, unit) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (v.get(..i).unwrap_or(""), Some(c)),
+        _ => (v, None),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let unit_secs = match unit {
+        None => 1,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        Some('w') => 7 * 86_400,
+        Some('m') => 30 * 86_400,
+        Some('y') => 365 * 86_400,
+        Some(_) => return Err(bad()),
+    };
+    n.checked_mul(unit_secs).map(Duration::from_secs).ok_or_else(bad)
+}
+
 /// What the command line asks for.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -307,7 +430,7 @@ Usage: midge [-c CONFIG] [-p PORT] [-b ADDRESS] [--ws-port PORT] [-v]
 
   -c, --config FILE   read a mosquitto.conf-style configuration file
   -p, --port PORT     MQTT over TCP port (default 1883)
-  -b, --bind ADDRESS  address the -p/--ws-port listeners bind to (default 0.0.0.0)
+  -b, --bind ADDRESS  address the default, -p and --ws-port listeners bind to (default 0.0.0.0)
   -w, --ws-port PORT  also serve MQTT over WebSocket on PORT (path /mqtt)
   -v, --verbose       debug logging (RUST_LOG overrides)
   -h, --help          print this help
@@ -343,15 +466,26 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
         None => Config::default(),
     };
     let ip = bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    if port.is_some() || bind.is_some() {
-        // -p / -b replace the configured MQTT listeners, like mosquitto's -p.
-        let p = port.unwrap_or(DEFAULT_MQTT_PORT);
+    if let Some(p) = port {
+        // -p replaces the configured MQTT listeners, like mosquitto's -p.
         config.listeners.retain(|l| l.protocol != Protocol::Mqtt);
         config.listeners.insert(0, ListenerConfig::mqtt(SocketAddr::new(ip, p)));
     }
     if let Some(p) = ws_port {
         config.listeners.retain(|l| l.protocol != Protocol::WebSockets);
         config.listeners.push(ListenerConfig::websockets(SocketAddr::new(ip, p)));
+    }
+    if let Some(ip) = bind {
+        // -b binds every listener midge made itself: the defaults when no file configured any,
+        // and those of -p / --ws-port. A file's own `listener` lines keep their addresses.
+        let defaults = file.is_none();
+        for l in &mut config.listeners {
+            let from_flags = (l.protocol == Protocol::Mqtt && port.is_some())
+                || (l.protocol == Protocol::WebSockets && ws_port.is_some());
+            if defaults || from_flags {
+                l.addr.set_ip(ip);
+            }
+        }
     }
     Ok(Command::Run { config: Box::new(config), verbose })
 }

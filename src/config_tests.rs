@@ -70,3 +70,46 @@ fn command_line_flags() {
     assert!(args(&["--bogus"]).is_err());
     assert!(args(&["-p"]).is_err());
 }
+
+#[test]
+fn bind_flag_applies_to_every_default_listener() {
+    let args = |a: &[&str]| parse_args(a.iter().map(|s| s.to_string()));
+    match args(&["-b", "127.0.0.1"]).unwrap() {
+        Command::Run { config, .. } => {
+            assert_eq!(config.listeners.len(), 2);
+            for l in &config.listeners {
+                assert_eq!(l.addr.ip(), "127.0.0.1".parse::<IpAddr>().unwrap(), "{l:?}");
+            }
+            assert_eq!(config.listeners[1].addr.port(), DEFAULT_WS_PORT);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn limits_parse_with_mosquitto_names_and_syntax() {
+    let (c, warnings) = parse(
+        "memory_limit 1000000\nmax_queued_bytes 5000\nmessage_size_limit 100\n\
+         persistent_client_expiration 2h\nmax_connections 10\nlistener 1884\nmax_connections -1\n\
+         listener 1885\nmax_connections 3\nmax_topic_levels 10\nsend_timeout 5\n",
+    )
+    .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(c.memory_limit, MemoryLimit::Bytes(1_000_000));
+    assert_eq!(c.max_queued_bytes, 5000);
+    assert_eq!(c.message_size_limit, 100);
+    assert_eq!(c.persistent_client_expiration, Some(Duration::from_secs(7200)));
+    assert_eq!(c.max_connections, Some(10));
+    assert_eq!(c.listeners[0].max_connections, None);
+    assert_eq!(c.listeners[1].max_connections, Some(3));
+    assert_eq!(c.max_topic_levels, 10);
+    assert_eq!(c.send_timeout, Duration::from_secs(5));
+    assert_eq!(parse("memory_limit 0\n").unwrap().0.memory_limit, MemoryLimit::Unlimited);
+    assert_eq!(Config::default().memory_limit, MemoryLimit::Auto);
+    for (text, secs) in [("14d", 14 * 86_400), ("1w", 604_800), ("1m", 30 * 86_400), ("1y", 365 * 86_400), ("90", 90)] {
+        assert_eq!(parse_duration(text), Ok(Duration::from_secs(secs)), "{text}");
+    }
+    for bad in ["", "h", "2x", "-1d", "99999999999999999999y"] {
+        assert!(parse_duration(bad).is_err(), "{bad}");
+    }
+}

@@ -29,6 +29,18 @@ pub fn keep_alive_grace(keep_alive_secs: u16) -> Duration {
     Duration::from_millis(u64::from(keep_alive_secs) * 1500)
 }
 
+/// The per-connection time limits, as configured.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Accept to CONNECT, WebSocket handshake included.
+    pub connect: Duration,
+    /// Output pending without progress this long closes the connection.
+    pub send: Duration,
+    /// Output above the high watermark for this long, while it holds publishers paused,
+    /// makes a connection a slow consumer.
+    pub slow_grace: Duration,
+}
+
 /// The layers under MQTT for this socket.
 #[derive(Debug)]
 pub enum Transport {
@@ -69,10 +81,39 @@ pub enum Phase {
     Connected { session: usize },
 }
 
+/// Output flow control state of a connection that is, or recently was, congested. Boxed and
+/// allocated only then, so an idle connection pays one pointer for it.
+#[derive(Debug, Default)]
+pub struct Congestion {
+    /// Unsent output has been above the high watermark since then (cleared below the low one).
+    pub above_high_since: Option<Instant>,
+    /// Marked a slow consumer then: QoS 0 to it is dropped while above the high watermark, and
+    /// it no longer pauses publishers.
+    pub slow_since: Option<Instant>,
+    /// Output pending with no write progress since then (for `send_timeout`).
+    pub stalled_since: Option<Instant>,
+    /// Publishers paused because this connection's output is above the high watermark.
+    pub waiters: Vec<usize>,
+    /// QoS 0 deliveries dropped (slow consumer, hard output cap, memory limit).
+    pub dropped_qos0: u64,
+}
+
+impl Congestion {
+    /// Nothing left worth keeping: the box can be freed.
+    pub fn is_idle(&self) -> bool {
+        self.above_high_since.is_none()
+            && self.slow_since.is_none()
+            && self.stalled_since.is_none()
+            && self.waiters.is_empty()
+    }
+}
+
 #[derive(Debug)]
 pub struct Connection {
     /// Unique for the broker's lifetime, so a timer for a reused slot is recognised as stale.
     pub serial: u64,
+    /// Index of the listener that accepted it (for per-listener connection counts).
+    pub listener: u16,
     pub peer: SocketAddr,
     /// Client address reported by a trusted proxy (X-Forwarded-For / X-Real-IP).
     pub forwarded_for: Option<Box<str>>,
@@ -98,14 +139,27 @@ pub struct Connection {
     pub last_publish: Option<Box<LastPublish>>,
     /// Queued in the broker's dirty list for a flush this turn.
     pub dirty: bool,
+    /// Own output went above the high watermark: input is not read until it is below the low
+    /// one (the client cannot make us produce more for it than it takes).
+    pub over_high: bool,
+    /// Input is not read because a subscriber this client published to is congested (that
+    /// subscriber's token; it wakes this connection when it drains or turns out to be slow).
+    pub waiting_on: Option<usize>,
+    pub congestion: Option<Box<Congestion>>,
+    /// Limits this client hit and that were logged (`broker::warned` bits): once per client.
+    pub warned: u8,
     /// Closed by the broker; the event loop flushes what it can and drops the socket.
     pub closing: bool,
+    /// While closing: keep the socket until this instant, reading and discarding, so the peer
+    /// sees our last answer (CONNACK, HTTP error, close frame) and not a reset.
+    pub linger_until: Option<Instant>,
 }
 
 impl Connection {
-    pub fn new(serial: u64, peer: SocketAddr, transport: Transport, now: Instant) -> Self {
+    pub fn new(serial: u64, listener: u16, peer: SocketAddr, transport: Transport, now: Instant) -> Self {
         Connection {
             serial,
+            listener,
             peer,
             forwarded_for: None,
             transport,
@@ -120,8 +174,28 @@ impl Connection {
             will: None,
             last_publish: None,
             dirty: false,
+            over_high: false,
+            waiting_on: None,
+            congestion: None,
+            warned: 0,
             closing: false,
+            linger_until: None,
         }
+    }
+
+    /// Whether the event loop may read this connection's socket (and the core decode its held
+    /// input). O(1).
+    pub fn wants_input(&self) -> bool {
+        !self.closing && !self.over_high && self.waiting_on.is_none()
+    }
+
+    pub fn congestion_mut(&mut self) -> &mut Congestion {
+        self.congestion.get_or_insert_with(Box::default)
+    }
+
+    /// A slow consumer (see `Congestion::slow_since`).
+    pub fn is_slow(&self) -> bool {
+        self.congestion.as_ref().is_some_and(|c| c.slow_since.is_some())
     }
 
     /// Where MQTT packets are encoded: straight to the wire for TCP; for WebSocket, into the
@@ -161,18 +235,31 @@ impl Connection {
         self.out.fill_placeholder(at, FRAME_HEADER_ROOM, header.get(..len).unwrap_or(&header));
     }
 
-    /// The instant this connection times out, if it can: the CONNECT (and WebSocket handshake)
-    /// deadline before CONNECT, 1.5 x keep alive of silence after it (3.1.2-24).
-    pub fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
-        match self.phase {
-            Phase::AwaitConnect => Some(self.last_received + connect_timeout),
+    /// The instant of this connection's next timed event, if any: the linger deadline while
+    /// closing; else the earliest of the CONNECT (and WebSocket handshake) deadline before
+    /// CONNECT or 1.5 x keep alive of silence after it (3.1.2-24), `send_timeout` after output
+    /// stalled, and `slow_grace` after its output went above the high watermark while it holds
+    /// publishers paused.
+    pub fn deadline(&self, timeouts: &Timeouts) -> Option<Instant> {
+        if self.closing {
+            return self.linger_until;
+        }
+        let phase = match self.phase {
+            Phase::AwaitConnect => Some(self.last_received + timeouts.connect),
             Phase::Connected { .. } if self.keep_alive == 0 => None,
             Phase::Connected { .. } => Some(self.last_received + keep_alive_grace(self.keep_alive)),
-        }
+        };
+        let Some(c) = &self.congestion else { return phase };
+        let stall = c.stalled_since.map(|at| at + timeouts.send);
+        let slow = match (c.above_high_since, c.slow_since) {
+            (Some(at), None) if !c.waiters.is_empty() => Some(at + timeouts.slow_grace),
+            _ => None,
+        };
+        [phase, stall, slow].into_iter().flatten().min()
     }
 
-    /// Bytes arrived: restart the keep-alive clock (not the connect timeout, which runs from
-    /// accept).
+    /// A complete Control Packet arrived: restart the keep-alive clock (not the connect
+    /// timeout, which runs from accept). Partial packets do not count ([MQTT-3.1.2-24]).
     pub fn touch(&mut self, now: Instant) {
         if self.phase != Phase::AwaitConnect {
             self.last_received = now;

@@ -1,13 +1,15 @@
 //! The only place that touches sockets and the clock: one `mio::Poll`, edge-triggered, one
-//! thread. Each turn reads what is there, lets the broker core act on it, then flushes every
-//! connection that got output once (vectored writes), and sleeps until the next event or the
-//! core's next deadline.
+//! thread. Each turn reads what is there (round robin, a chunk per connection at a time, so
+//! one flooding client cannot starve the others), lets the broker core act on it, then flushes
+//! every connection that got output once (vectored writes), and sleeps until the next event or
+//! the core's next deadline.
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -22,14 +24,22 @@ const LISTENER_BASE: usize = usize::MAX - 1024;
 
 /// Bytes read per connection per turn before others get their turn (fairness under floods).
 const READ_BUDGET: usize = 1024 * 1024;
-/// The shared read buffer every socket is read into first.
+/// The shared read buffer every socket is read into first; also the round-robin step.
 const READ_CHUNK: usize = 64 * 1024;
+/// A lingering socket's peer may send this much more before it is simply closed.
+const LINGER_DISCARD_MAX: usize = 256 * 1024;
+/// Out of file descriptors: try accepting again after this long.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 struct Listener {
     socket: TcpListener,
     kind: ListenerKind,
     protocol: Protocol,
     addr: SocketAddr,
+    /// Out of descriptors since then: waiting connections are refused until one accept works.
+    starved_since: Option<Instant>,
+    /// Connections refused for lack of descriptors in the current episode.
+    refused: u64,
 }
 
 /// Stops a running broker from another thread.
@@ -59,16 +69,49 @@ pub struct Broker {
     waker: Arc<Waker>,
 }
 
+/// A connection's socket and what the loop tracks about it.
+struct Socket {
+    stream: TcpStream,
+    /// Our side was shut down (FIN sent) while lingering.
+    shut: bool,
+    /// Bytes read and discarded while lingering.
+    discarded: usize,
+}
+
+/// A connection with bytes (possibly) waiting to be read this turn.
+#[derive(Clone, Copy)]
+struct Ready {
+    token: usize,
+    /// The event also reported the peer's FIN or an error: read on to the EOF (or error) even
+    /// after a short read, since no later event will announce it.
+    hangup: bool,
+    /// Bytes read this turn.
+    spent: usize,
+}
+
+/// What one read did.
+enum ReadOutcome {
+    /// Maybe more to read.
+    More,
+    /// Drained, paused, or closed: nothing more this turn.
+    Done,
+}
+
 /// The loop's state while serving.
 struct Serving<'a> {
     poll: &'a mut Poll,
-    listeners: &'a [Listener],
+    listeners: &'a mut [Listener],
     /// Sockets by connection token (the core's slab key).
-    sockets: Vec<Option<TcpStream>>,
+    sockets: Vec<Option<Socket>>,
     core: Core,
-    /// Connections that still had unread bytes when their read budget ran out (and whether
-    /// their FIN was already reported).
-    read_again: Vec<(usize, bool)>,
+    /// Connections still to be read next turn (their budget ran out, or they were resumed).
+    read_again: Vec<Ready>,
+    /// A file descriptor held in reserve: closed to accept (and at once close) a waiting
+    /// connection when the process is out of descriptors, so waiting clients are refused
+    /// instead of hanging, then reopened.
+    reserve_fd: Option<File>,
+    /// When to retry accepting on listeners that ran out of descriptors.
+    accept_retry_at: Option<Instant>,
 }
 
 impl Broker {
@@ -96,7 +139,7 @@ impl Broker {
                     info!("Opening websockets listen socket on {addr} (path {}).", l.ws.path)
                 }
             }
-            listeners.push(Listener { socket, kind, protocol: l.protocol, addr });
+            listeners.push(Listener { socket, kind, protocol: l.protocol, addr, starved_since: None, refused: 0 });
         }
         if !config.allow_anonymous {
             warn!("allow_anonymous is false and password files are not supported yet: every client will be refused.");
@@ -115,12 +158,19 @@ impl Broker {
 
     /// Serve until `BrokerHandle::stop`.
     pub fn run(&mut self) -> io::Result<()> {
+        let core = Core::new(&self.config);
+        match core.memory_limit() {
+            Some(limit) => info!("memory_limit: {}.", crate::memory::human(limit)),
+            None => info!("memory_limit: none."),
+        }
         let mut serving = Serving {
             poll: &mut self.poll,
-            listeners: &self.listeners,
+            listeners: &mut self.listeners,
             sockets: Vec::new(),
-            core: Core::new(&self.config),
+            core,
             read_again: Vec::new(),
+            reserve_fd: File::open("/dev/null").ok(),
+            accept_retry_at: None,
         };
         serving.run(&self.stop)
     }
@@ -130,11 +180,13 @@ impl Serving<'_> {
     fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0u8; READ_CHUNK];
+        let mut ready: Vec<Ready> = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             let timeout = if self.read_again.is_empty() {
-                self.core.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()))
+                let next = self.core.poll_timeout().into_iter().chain(self.accept_retry_at).min();
+                next.map(|at| at.saturating_duration_since(Instant::now()))
             } else {
-                Some(std::time::Duration::ZERO)
+                Some(Duration::ZERO)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -143,18 +195,38 @@ impl Serving<'_> {
                 return Err(e);
             }
             let now = Instant::now();
-            let again = std::mem::take(&mut self.read_again);
-            for (token, hangup) in again {
-                self.read_socket(token, &mut scratch, hangup, now);
+            ready.clear();
+            ready.append(&mut self.read_again);
+            for token in self.core.take_resumed() {
+                // Decode what it held when it was paused, then read on; its FIN may have been
+                // reported while it was paused, so read to WouldBlock.
+                self.core.resume(token, now);
+                ready.push(Ready { token, hangup: true, spent: 0 });
+            }
+            if self.accept_retry_at.is_some_and(|at| at <= now) {
+                self.accept_retry_at = None;
+                for index in 0..self.listeners.len() {
+                    if self.listeners.get(index).is_some_and(|l| l.starved_since.is_some()) {
+                        self.accept(index, now);
+                    }
+                }
             }
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(t) if self.core.is_closing(t) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.discard_input(t, &mut scratch);
+                        }
+                        if event.is_writable() {
+                            self.core.mark_dirty(t);
+                        }
+                    }
                     Token(t) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             let hangup = event.is_read_closed() || event.is_error();
-                            self.read_socket(t, &mut scratch, hangup, now);
+                            ready.push(Ready { token: t, hangup, spent: 0 });
                         }
                         if event.is_writable() {
                             // The kernel took earlier output: continue writing this turn.
@@ -163,145 +235,266 @@ impl Serving<'_> {
                     }
                 }
             }
+            self.read_round_robin(&mut ready, &mut scratch, now);
             self.core.handle_timeouts(now);
-            self.flush_dirty();
-            self.drop_closed();
+            self.flush_dirty(now);
+            self.drop_closed(now);
         }
         self.core.shutdown();
-        self.flush_dirty();
-        self.drop_closed();
+        let now = Instant::now();
+        self.flush_dirty(now);
+        self.drop_closed(now);
         info!("midge stopped.");
         Ok(())
     }
 
-    fn accept(&mut self, index: usize, now: Instant) {
-        let Some(listener) = self.listeners.get(index) else { return };
+    /// Read every ready connection a chunk at a time, in turns, until each is drained, paused
+    /// or out of budget (then it is read again next turn).
+    fn read_round_robin(&mut self, ready: &mut Vec<Ready>, scratch: &mut [u8], now: Instant) {
+        while !ready.is_empty() {
+            let mut i = 0;
+            while let Some(r) = ready.get_mut(i) {
+                let r = *r;
+                let (outcome, n) = self.read_once(r.token, scratch, r.hangup, now);
+                let spent = r.spent.saturating_add(n);
+                match outcome {
+                    ReadOutcome::Done => {
+                        ready.swap_remove(i);
+                    }
+                    ReadOutcome::More if spent >= READ_BUDGET => {
+                        self.read_again.push(Ready { spent: 0, ..r });
+                        ready.swap_remove(i);
+                    }
+                    ReadOutcome::More => {
+                        if let Some(slot) = ready.get_mut(i) {
+                            slot.spent = spent;
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One read from `token`'s socket, handed to the core. Returns what it did and the bytes read.
+    fn read_once(&mut self, token: usize, scratch: &mut [u8], hangup: bool, now: Instant) -> (ReadOutcome, usize) {
+        if !self.core.wants_input(token) {
+            // Paused (the core resumes it) or closed.
+            return (ReadOutcome::Done, 0);
+        }
+        let Some(Some(socket)) = self.sockets.get_mut(token) else { return (ReadOutcome::Done, 0) };
+        // A connection holding a partial packet reads straight behind it; others read into
+        // the shared buffer and keep nothing when every packet in it is complete.
+        let (result, room, into_held) = match self.core.held_input(token) {
+            Some(held) => {
+                let spare = held.spare(READ_CHUNK);
+                let room = spare.len();
+                let result = socket.stream.read(spare);
+                if let Ok(n) = result {
+                    held.commit(n);
+                }
+                (result, room, true)
+            }
+            None => (socket.stream.read(scratch), scratch.len(), false),
+        };
+        match result {
+            Ok(0) => {
+                self.core.handle_hangup(token, None);
+                (ReadOutcome::Done, 0)
+            }
+            Ok(n) => {
+                if into_held {
+                    self.core.handle_buffered_input(token, now);
+                } else {
+                    let data = scratch.get_mut(..n);
+                    debug_assert!(data.is_some(), "read more than the buffer");
+                    self.core.handle_input(token, data.unwrap_or(&mut []), now);
+                }
+                // A short read drained the socket; epoll reports the next arrival as a new edge,
+                // so skip the read that would only say WouldBlock.
+                let outcome = if n < room && !hangup { ReadOutcome::Done } else { ReadOutcome::More };
+                (outcome, n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => (ReadOutcome::Done, 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => (ReadOutcome::More, 0),
+            Err(e) => {
+                self.core.handle_hangup(token, Some(e.kind()));
+                (ReadOutcome::Done, 0)
+            }
+        }
+    }
+
+    /// A lingering connection's peer sent more: read and drop it until EOF (then the socket is
+    /// closed cleanly, without a reset for unread data) or the discard allowance is spent.
+    fn discard_input(&mut self, token: usize, scratch: &mut [u8]) {
+        let Some(Some(socket)) = self.sockets.get_mut(token) else { return };
         loop {
+            match socket.stream.read(scratch) {
+                Ok(0) => break,
+                Ok(n) => {
+                    socket.discarded += n;
+                    if socket.discarded > LINGER_DISCARD_MAX {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        // EOF, error or too much: done lingering.
+        self.core.handle_hangup(token, None);
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        loop {
+            let Some(listener) = self.listeners.get_mut(index) else { return };
             match listener.socket.accept() {
                 Ok((mut socket, peer)) => {
+                    if let Some(since) = listener.starved_since.take() {
+                        info!(
+                            "Accepting connections again on {} after {:.1} s ({} refused for lack of file descriptors).",
+                            listener.addr,
+                            now.saturating_duration_since(since).as_secs_f64(),
+                            listener.refused
+                        );
+                        listener.refused = 0;
+                    }
+                    let kind = listener.kind;
+                    let Some(token) = self.core.accept(index, kind, peer, now) else {
+                        // At max_connections: closed at once, as mosquitto does.
+                        continue;
+                    };
                     // Latency first: output is already batched per turn, so Nagle only delays.
                     if let Err(e) = socket.set_nodelay(true) {
                         warn!("set_nodelay failed for {peer}: {e}");
                     }
-                    let token = self.core.accept(listener.kind, peer, now);
                     if let Err(e) = self.poll.registry().register(
                         &mut socket,
                         Token(token),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
                         warn!("cannot register connection from {peer}: {e}");
-                        self.core.release(token);
+                        self.core.close(token, crate::broker::CloseReason::Io(e.kind()));
                         continue;
                     }
                     if self.sockets.len() <= token {
                         self.sockets.resize_with(token + 1, || None);
                     }
                     if let Some(slot) = self.sockets.get_mut(token) {
-                        *slot = Some(socket);
+                        *slot = Some(Socket { stream: socket, shut: false, discarded: 0 });
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: log and try again on the next readiness event.
-                    error!("accept failed on {}: {e}", listener.addr);
+                    self.out_of_descriptors(index, e, now);
                     return;
                 }
             }
         }
     }
 
-    /// Read until the socket is drained or the budget is spent, handing each chunk to the core.
-    /// `hangup`: the event also reported the peer's FIN or an error, so read on to the EOF (or
-    /// error) even after a short read; no later event will announce it.
-    fn read_socket(&mut self, token: usize, scratch: &mut [u8], hangup: bool, now: Instant) {
-        let mut budget = READ_BUDGET;
-        loop {
-            let Some(Some(socket)) = self.sockets.get_mut(token) else { return };
-            // A connection holding a partial packet reads straight behind it; others read into
-            // the shared buffer and keep nothing when every packet in it is complete.
-            let (result, room, into_held) = match self.core.held_input(token) {
-                Some(held) => {
-                    let spare = held.spare(READ_CHUNK);
-                    let room = spare.len();
-                    let result = socket.read(spare);
-                    if let Ok(n) = result {
-                        held.commit(n);
-                    }
-                    (result, room, true)
-                }
-                None => (socket.read(scratch), scratch.len(), false),
-            };
-            match result {
-                Ok(0) => {
-                    self.core.handle_hangup(token, None);
-                    return;
-                }
-                Ok(n) => {
-                    if into_held {
-                        self.core.handle_buffered_input(token, now);
-                    } else {
-                        self.core.handle_input(token, scratch.get_mut(..n).unwrap_or(&mut []), now);
-                    }
-                    if n < room && !hangup {
-                        // A short read drained the socket; epoll reports the next arrival as a
-                        // new edge, so skip the read that would only say WouldBlock.
-                        return;
-                    }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        self.read_again.push((token, hangup));
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.core.handle_hangup(token, Some(e.kind()));
-                    return;
-                }
-            }
+    /// `accept` failed (EMFILE, ENFILE, ENOBUFS...): an edge-triggered listener gets no new
+    /// event for connections already waiting, so refuse those with the reserve descriptor,
+    /// log once per episode, and retry on a timer.
+    fn out_of_descriptors(&mut self, index: usize, e: io::Error, now: Instant) {
+        let Some(listener) = self.listeners.get_mut(index) else { return };
+        if listener.starved_since.is_none() {
+            error!(
+                "accept failed on {}: {e}; refusing waiting connections until descriptors are free (raise the limit with ulimit -n or max_connections).",
+                listener.addr
+            );
+            listener.starved_since = Some(now);
         }
+        loop {
+            let Some(reserve) = self.reserve_fd.take() else { break };
+            drop(reserve);
+            let refused = match listener.socket.accept() {
+                // Dropped at once: the client sees its connection closed, not a hang.
+                Ok((socket, _)) => {
+                    drop(socket);
+                    true
+                }
+                Err(_) => false,
+            };
+            self.reserve_fd = File::open("/dev/null").ok();
+            if !refused {
+                break;
+            }
+            listener.refused += 1;
+        }
+        self.accept_retry_at = Some(now + ACCEPT_RETRY);
     }
 
     /// Write each connection's batched output once per turn.
-    fn flush_dirty(&mut self) {
+    fn flush_dirty(&mut self, now: Instant) {
         let dirty = self.core.take_dirty();
         for &token in &dirty {
             let Some(Some(socket)) = self.sockets.get_mut(token) else { continue };
             let Some(out) = self.core.output(token) else { continue };
-            match out.write_to(socket) {
+            let before = out.len();
+            let result = out.write_to(&mut socket.stream);
+            let written = before.saturating_sub(out.len());
+            let drained = out.is_empty();
+            match result {
                 // Done, or the kernel buffer is full and a WRITABLE edge will bring us back.
-                Ok(_) => {}
+                Ok(_) => {
+                    self.core.wrote(token, written, now);
+                    if drained && self.core.is_closing(token) && !socket.shut {
+                        // A lingering connection said its last: FIN, then wait for the peer's.
+                        let _ = socket.stream.shutdown(std::net::Shutdown::Write);
+                        socket.shut = true;
+                    }
+                }
                 Err(e) => self.core.handle_hangup(token, Some(e.kind())),
             }
         }
         self.core.return_dirty(dirty);
     }
 
-    /// Drop the sockets of connections the core closed, after a last attempt to send what they
-    /// were owed (a CONNACK refusal, an HTTP error, a WebSocket close frame).
-    fn drop_closed(&mut self) {
+    /// Sockets of connections the core closed: a last attempt to send what they were owed (a
+    /// CONNACK refusal, an HTTP error, a WebSocket close frame), then either linger or drop.
+    fn drop_closed(&mut self, now: Instant) {
         loop {
             let closed = self.core.take_closed();
-            if closed.is_empty() {
+            let finished = self.core.take_finished();
+            if closed.is_empty() && finished.is_empty() {
                 return;
             }
             for token in closed {
-                let Some(mut socket) = self.sockets.get_mut(token).and_then(Option::take) else {
+                let Some(Some(socket)) = self.sockets.get_mut(token) else {
                     self.core.release(token);
                     continue;
                 };
                 if let Some(out) = self.core.output(token) {
-                    let _ = out.write_to(&mut socket);
+                    let _ = out.write_to(&mut socket.stream);
                 }
-                let _ = socket.shutdown(std::net::Shutdown::Write);
-                let _ = self.poll.registry().deregister(&mut socket);
-                self.core.release(token);
+                if self.core.lingers(token) {
+                    if self.core.output(token).is_some_and(|o| o.is_empty()) {
+                        let _ = socket.stream.shutdown(std::net::Shutdown::Write);
+                        socket.shut = true;
+                    }
+                    continue;
+                }
+                self.drop_socket(token);
+            }
+            for token in finished {
+                self.drop_socket(token);
             }
             // Closing may have produced output for others (wills).
-            self.flush_dirty();
+            self.flush_dirty(now);
         }
+    }
+
+    fn drop_socket(&mut self, token: usize) {
+        if let Some(mut socket) = self.sockets.get_mut(token).and_then(Option::take) {
+            if !socket.shut {
+                let _ = socket.stream.shutdown(std::net::Shutdown::Write);
+            }
+            let _ = self.poll.registry().deregister(&mut socket.stream);
+        }
+        self.core.release(token);
     }
 }
 

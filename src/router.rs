@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use crate::mqtt::topic;
 use crate::mqtt::QoS;
 
 /// One application message. Its topic and payload are each allocated once and shared (cloning
@@ -59,7 +58,7 @@ pub struct Subscriber {
 #[derive(Debug)]
 enum Children {
     Few(Vec<(Box<str>, usize)>),
-    Many(LevelMap<usize>),
+    Many(Box<LevelMap<usize>>),
 }
 
 /// Beyond this many children a node hashes.
@@ -72,6 +71,7 @@ impl Default for Children {
 }
 
 impl Children {
+    /// O(1): a scan of at most `FEW_CHILDREN`, or one hash.
     fn get(&self, level: &str) -> Option<usize> {
         match self {
             Children::Few(v) => v.iter().find(|(k, _)| k.len() == level.len() && **k == *level).map(|&(_, n)| n),
@@ -81,11 +81,16 @@ impl Children {
 
     fn insert(&mut self, level: &str, node: usize) {
         match self {
-            Children::Few(v) if v.len() < FEW_CHILDREN => v.push((level.into(), node)),
+            Children::Few(v) if v.len() < FEW_CHILDREN => {
+                // Grow one entry at a time: a deep chain of single children (the common shape,
+                // and what a hostile filter builds) then costs one entry per level, not four.
+                v.reserve_exact(1);
+                v.push((level.into(), node));
+            }
             Children::Few(v) => {
                 let mut m: LevelMap<usize> = std::mem::take(v).into_iter().collect();
                 m.insert(level.into(), node);
-                *self = Children::Many(m);
+                *self = Children::Many(Box::new(m));
             }
             Children::Many(m) => {
                 m.insert(level.into(), node);
@@ -95,7 +100,11 @@ impl Children {
 
     fn remove(&mut self, level: &str) {
         match self {
-            Children::Few(v) => v.retain(|(k, _)| **k != *level),
+            Children::Few(v) => {
+                if let Some(pos) = v.iter().position(|(k, _)| **k == *level) {
+                    v.swap_remove(pos);
+                }
+            }
             Children::Many(m) => {
                 m.remove(level);
             }
@@ -108,6 +117,14 @@ impl Children {
             Children::Many(m) => m.is_empty(),
         }
     }
+
+    /// Every (level, child) pair, in no particular order.
+    fn for_each(&self, mut f: impl FnMut(&str, usize)) {
+        match self {
+            Children::Few(v) => v.iter().for_each(|(k, n)| f(k, *n)),
+            Children::Many(m) => m.iter().for_each(|(k, n)| f(k, *n)),
+        }
+    }
 }
 
 /// Split off the first level of a topic: `("a", Some("b/c"))` for `"a/b/c"`. A byte scan: levels
@@ -116,6 +133,51 @@ fn split_level(topic: &str) -> (&str, Option<&str>) {
     match topic.bytes().position(|b| b == b'/') {
         Some(i) => (topic.get(..i).unwrap_or(""), topic.get(i + 1..)),
         None => (topic, None),
+    }
+}
+
+/// An arena of trie nodes addressed by index; emptied nodes go on a free list and are reused.
+#[derive(Debug)]
+struct Arena<N> {
+    nodes: Vec<N>,
+    free: Vec<usize>,
+}
+
+const ROOT: usize = 0;
+
+impl<N: Default> Default for Arena<N> {
+    fn default() -> Self {
+        Arena { nodes: vec![N::default()], free: Vec::new() }
+    }
+}
+
+impl<N: Default> Arena<N> {
+    fn alloc(&mut self) -> usize {
+        if let Some(i) = self.free.pop() {
+            return i;
+        }
+        self.nodes.push(N::default());
+        self.nodes.len() - 1
+    }
+
+    fn release(&mut self, index: usize) {
+        debug_assert_ne!(index, ROOT, "the root is never released");
+        if let Some(n) = self.nodes.get_mut(index) {
+            *n = N::default();
+            self.free.push(index);
+        }
+    }
+
+    fn get(&self, index: usize) -> Option<&N> {
+        let n = self.nodes.get(index);
+        debug_assert!(n.is_some(), "trie index {index} out of range");
+        n
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut N> {
+        let n = self.nodes.get_mut(index);
+        debug_assert!(n.is_some(), "trie index {index} out of range");
+        n
     }
 }
 
@@ -137,34 +199,21 @@ impl Node {
     }
 }
 
-/// The subscription trie. Nodes live in an arena; emptied nodes are pruned and reused.
-#[derive(Debug)]
+/// The subscription trie: one node per filter level, shared by filters with a common prefix.
+#[derive(Debug, Default)]
 pub struct Router {
-    nodes: Vec<Node>,
-    free: Vec<usize>,
+    arena: Arena<Node>,
     /// Bumped by every change of subscriptions, so cached match lists know they are stale.
     generation: u64,
+    /// Reused by `matches`: the nodes matching the topic's levels so far, and the next ones.
+    frontier: Vec<usize>,
+    next: Vec<usize>,
 }
-
-impl Default for Router {
-    fn default() -> Self {
-        Router { nodes: vec![Node::default()], free: Vec::new(), generation: 0 }
-    }
-}
-
-const ROOT: usize = 0;
 
 impl Router {
-    fn new_node(&mut self) -> usize {
-        if let Some(i) = self.free.pop() {
-            return i;
-        }
-        self.nodes.push(Node::default());
-        self.nodes.len() - 1
-    }
-
     /// Add or replace (same session, same filter) a subscription. Returns true if it replaced one.
-    /// `filter` must be valid (the codec checks).
+    /// `filter` must be valid (the codec checks). O(levels) plus a scan of the subscribers of
+    /// that one filter.
     pub fn subscribe(&mut self, filter: &str, sub: Subscriber) -> bool {
         self.generation += 1;
         let mut node = ROOT;
@@ -174,16 +223,16 @@ impl Router {
                 multi = true;
                 break;
             }
-            let next = if level == "+" {
-                self.nodes.get(node).and_then(|n| n.plus)
-            } else {
-                self.nodes.get(node).and_then(|n| n.children.get(level))
+            let next = match self.arena.get(node) {
+                Some(n) if level == "+" => n.plus,
+                Some(n) => n.children.get(level),
+                None => return false,
             };
             node = match next {
                 Some(n) => n,
                 None => {
-                    let child = self.new_node();
-                    if let Some(parent) = self.nodes.get_mut(node) {
+                    let child = self.arena.alloc();
+                    if let Some(parent) = self.arena.get_mut(node) {
                         if level == "+" {
                             parent.plus = Some(child);
                         } else {
@@ -194,7 +243,7 @@ impl Router {
                 }
             };
         }
-        let Some(n) = self.nodes.get_mut(node) else { return false };
+        let Some(n) = self.arena.get_mut(node) else { return false };
         let list = if multi { &mut n.multi } else { &mut n.exact };
         if let Some(existing) = list.iter_mut().find(|s| s.session == sub.session) {
             existing.qos = sub.qos;
@@ -205,7 +254,8 @@ impl Router {
         }
     }
 
-    /// Remove a session's subscription to `filter`. Returns whether it existed.
+    /// Remove a session's subscription to `filter`. Returns whether it existed. O(levels) plus a
+    /// scan of that filter's subscribers.
     pub fn unsubscribe(&mut self, filter: &str, session: usize) -> bool {
         self.generation += 1;
         // Walk down remembering the path so emptied nodes can be pruned bottom-up.
@@ -217,7 +267,7 @@ impl Router {
                 multi = true;
                 break;
             }
-            let next = match self.nodes.get(node) {
+            let next = match self.arena.get(node) {
                 Some(n) if level == "+" => n.plus,
                 Some(n) => n.children.get(level),
                 None => None,
@@ -226,27 +276,24 @@ impl Router {
             path.push((node, level));
             node = next;
         }
-        let Some(n) = self.nodes.get_mut(node) else { return false };
+        let Some(n) = self.arena.get_mut(node) else { return false };
         let list = if multi { &mut n.multi } else { &mut n.exact };
         let Some(pos) = list.iter().position(|s| s.session == session) else { return false };
         list.swap_remove(pos);
         // Prune empty nodes from the leaf up.
         let mut child = node;
         while let Some((parent, level)) = path.pop() {
-            if !self.nodes.get(child).is_some_and(Node::is_empty) {
+            if !self.arena.get(child).is_some_and(Node::is_empty) {
                 break;
             }
-            if let Some(p) = self.nodes.get_mut(parent) {
+            if let Some(p) = self.arena.get_mut(parent) {
                 if level == "+" {
                     p.plus = None;
                 } else {
                     p.children.remove(level);
                 }
             }
-            if let Some(c) = self.nodes.get_mut(child) {
-                *c = Node::default();
-            }
-            self.free.push(child);
+            self.arena.release(child);
             child = parent;
         }
         true
@@ -259,72 +306,175 @@ impl Router {
 
     /// Append every subscriber whose filter matches `topic` to `out` (a session may appear more
     /// than once if several of its filters match; the caller merges).
-    pub fn matches(&self, topic: &str, out: &mut Vec<Subscriber>) {
+    ///
+    /// Iterative, level by level: the frontier holds the nodes whose filters match the levels
+    /// seen so far (each node at most once: it sits at one depth). O(levels x frontier width)
+    /// plus the subscribers appended; no recursion, so no stack depth driven by input.
+    pub fn matches(&mut self, topic: &str, out: &mut Vec<Subscriber>) {
         // 4.7.2: filters starting with a wildcard do not match topics starting with `$`.
         let dollar = topic.starts_with('$');
-        self.collect(ROOT, topic, true, dollar, out);
-    }
-
-    fn collect(&self, node: usize, rest: &str, first: bool, dollar: bool, out: &mut Vec<Subscriber>) {
-        let Some(n) = self.nodes.get(node) else { return };
-        let wild_ok = !(first && dollar);
-        if wild_ok {
-            // `a/#` matches `a` itself and everything below (4.7.1.2).
-            out.extend_from_slice(&n.multi);
-        }
-        let (level, tail) = split_level(rest);
-        let mut visit = |child: usize| match tail {
-            Some(t) => self.collect(child, t, false, dollar, out),
-            None => {
-                if let Some(c) = self.nodes.get(child) {
-                    out.extend_from_slice(&c.exact);
-                    // `a/#` also matches `a` (the parent level).
-                    out.extend_from_slice(&c.multi);
+        let (mut frontier, mut next) = (std::mem::take(&mut self.frontier), std::mem::take(&mut self.next));
+        frontier.clear();
+        frontier.push(ROOT);
+        let mut rest = topic;
+        let mut first = true;
+        loop {
+            let wild_ok = !(first && dollar);
+            let (level, tail) = split_level(rest);
+            next.clear();
+            for &index in &frontier {
+                let Some(n) = self.arena.get(index) else { continue };
+                if wild_ok {
+                    // `a/#` matches everything below `a`.
+                    out.extend_from_slice(&n.multi);
+                    next.extend(n.plus);
                 }
+                next.extend(n.children.get(level));
             }
-        };
-        if let Some(child) = n.children.get(level) {
-            visit(child);
-        }
-        if wild_ok {
-            if let Some(child) = n.plus {
-                visit(child);
+            std::mem::swap(&mut frontier, &mut next);
+            first = false;
+            match tail {
+                Some(t) => rest = t,
+                None => break,
             }
         }
+        for &index in &frontier {
+            if let Some(n) = self.arena.get(index) {
+                out.extend_from_slice(&n.exact);
+                // `a/#` also matches `a` itself (4.7.1.2).
+                out.extend_from_slice(&n.multi);
+            }
+        }
+        self.frontier = frontier;
+        self.next = next;
     }
 }
 
-/// Retained messages by topic.
+#[derive(Debug, Default)]
+struct RetainedNode {
+    children: Children,
+    msg: Option<Message>,
+}
+
+/// Retained messages in a trie of topic levels, so a wildcard filter visits only the branches
+/// it can match instead of every retained topic.
 #[derive(Debug, Default)]
 pub struct RetainedStore {
-    // SipHash here: any publisher chooses these keys, and this is not the per-message path.
-    by_topic: HashMap<Rc<str>, Message>,
+    arena: Arena<RetainedNode>,
+    count: usize,
 }
 
 impl RetainedStore {
     /// Store `msg` as the retained message of its topic, or clear it when the payload is empty
-    /// (3.3.1-10/11).
+    /// (3.3.1-10/11). O(levels).
     pub fn update(&mut self, msg: &Message) {
         if msg.payload.is_empty() {
-            self.by_topic.remove(&msg.topic);
-        } else {
-            self.by_topic.insert(Rc::clone(&msg.topic), msg.clone());
+            self.remove(&msg.topic);
+            return;
+        }
+        let mut node = ROOT;
+        for level in msg.topic.split('/') {
+            let next = self.arena.get(node).and_then(|n| n.children.get(level));
+            node = match next {
+                Some(n) => n,
+                None => {
+                    let child = self.arena.alloc();
+                    if let Some(parent) = self.arena.get_mut(node) {
+                        parent.children.insert(level, child);
+                    }
+                    child
+                }
+            };
+        }
+        if let Some(n) = self.arena.get_mut(node) {
+            if n.msg.replace(msg.clone()).is_none() {
+                self.count += 1;
+            }
         }
     }
 
-    /// Retained messages matching `filter`.
-    pub fn matching<'a>(&'a self, filter: &'a str) -> impl Iterator<Item = &'a Message> + 'a {
-        let exact = if filter.contains(['+', '#']) { None } else { self.by_topic.get(filter) };
-        let scan = exact.is_none() && filter.contains(['+', '#']);
-        exact.into_iter().chain(self.by_topic.values().filter(move |m| scan && topic::matches(filter, &m.topic)))
+    /// O(levels), pruning the nodes the topic no longer needs.
+    fn remove(&mut self, topic: &str) {
+        let mut path: Vec<(usize, &str)> = Vec::new();
+        let mut node = ROOT;
+        for level in topic.split('/') {
+            let Some(next) = self.arena.get(node).and_then(|n| n.children.get(level)) else { return };
+            path.push((node, level));
+            node = next;
+        }
+        if self.arena.get_mut(node).and_then(|n| n.msg.take()).is_none() {
+            return;
+        }
+        self.count -= 1;
+        let mut child = node;
+        while let Some((parent, level)) = path.pop() {
+            if !self.arena.get(child).is_some_and(|n| n.msg.is_none() && n.children.is_empty()) {
+                break;
+            }
+            if let Some(p) = self.arena.get_mut(parent) {
+                p.children.remove(level);
+            }
+            self.arena.release(child);
+            child = parent;
+        }
+    }
+
+    /// Append the retained messages matching `filter` (a valid filter) to `out`. Iterative;
+    /// O(nodes on the branches the filter can match), which for `#` is the whole store.
+    pub fn matching(&self, filter: &str, out: &mut Vec<Message>) {
+        // (node, rest of the filter; None once every level matched, depth 0 = at the root).
+        let mut stack: Vec<(usize, Option<&str>, bool)> = vec![(ROOT, Some(filter), true)];
+        while let Some((index, rest, at_root)) = stack.pop() {
+            let Some(n) = self.arena.get(index) else { continue };
+            let Some(rest) = rest else {
+                out.extend(n.msg.iter().cloned());
+                continue;
+            };
+            let (level, tail) = split_level(rest);
+            match level {
+                "#" => {
+                    // `a/#` matches `a` itself and everything below; at the root, not `$` topics.
+                    out.extend(n.msg.iter().cloned());
+                    self.subtree(index, at_root, out);
+                }
+                "+" => n.children.for_each(|name, child| {
+                    // 4.7.2: a leading wildcard does not match a `$` level.
+                    if !(at_root && name.starts_with('$')) {
+                        stack.push((child, tail, false));
+                    }
+                }),
+                _ => {
+                    if let Some(child) = n.children.get(level) {
+                        stack.push((child, tail, false));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every message strictly below `index`.
+    fn subtree(&self, index: usize, at_root: bool, out: &mut Vec<Message>) {
+        let mut stack = Vec::new();
+        if let Some(n) = self.arena.get(index) {
+            n.children.for_each(|name, child| {
+                if !(at_root && name.starts_with('$')) {
+                    stack.push(child);
+                }
+            });
+        }
+        while let Some(i) = stack.pop() {
+            let Some(n) = self.arena.get(i) else { continue };
+            out.extend(n.msg.iter().cloned());
+            n.children.for_each(|_, child| stack.push(child));
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.by_topic.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_topic.is_empty()
+        self.count == 0
     }
 }
 
@@ -336,7 +486,7 @@ mod tests {
         Subscriber { session, qos }
     }
 
-    fn sessions(r: &Router, topic: &str) -> Vec<usize> {
+    fn sessions(r: &mut Router, topic: &str) -> Vec<usize> {
         let mut out = Vec::new();
         r.matches(topic, &mut out);
         let mut v: Vec<usize> = out.iter().map(|s| s.session).collect();
@@ -353,12 +503,12 @@ mod tests {
         r.subscribe("#", sub(4, QoS::AtMostOnce));
         r.subscribe("+/+/c", sub(5, QoS::AtMostOnce));
         r.subscribe("+", sub(6, QoS::AtMostOnce));
-        assert_eq!(sessions(&r, "a/b"), vec![1, 2, 3, 4]);
-        assert_eq!(sessions(&r, "a"), vec![3, 4, 6]);
-        assert_eq!(sessions(&r, "a/b/c"), vec![3, 4, 5]);
-        assert_eq!(sessions(&r, "x/y/c"), vec![4, 5]);
-        assert_eq!(sessions(&r, "a/"), vec![2, 3, 4]);
-        assert_eq!(sessions(&r, "/b"), vec![4]);
+        assert_eq!(sessions(&mut r, "a/b"), vec![1, 2, 3, 4]);
+        assert_eq!(sessions(&mut r, "a"), vec![3, 4, 6]);
+        assert_eq!(sessions(&mut r, "a/b/c"), vec![3, 4, 5]);
+        assert_eq!(sessions(&mut r, "x/y/c"), vec![4, 5]);
+        assert_eq!(sessions(&mut r, "a/"), vec![2, 3, 4]);
+        assert_eq!(sessions(&mut r, "/b"), vec![4]);
     }
 
     #[test]
@@ -368,8 +518,8 @@ mod tests {
         r.subscribe("+/x", sub(2, QoS::AtMostOnce));
         r.subscribe("$SYS/#", sub(3, QoS::AtMostOnce));
         r.subscribe("$SYS/+", sub(4, QoS::AtMostOnce));
-        assert_eq!(sessions(&r, "$SYS/x"), vec![3, 4]);
-        assert_eq!(sessions(&r, "a/x"), vec![1, 2]);
+        assert_eq!(sessions(&mut r, "$SYS/x"), vec![3, 4]);
+        assert_eq!(sessions(&mut r, "a/x"), vec![1, 2]);
     }
 
     #[test]
@@ -382,11 +532,11 @@ mod tests {
         assert_eq!(out, vec![sub(1, QoS::ExactlyOnce)]);
         assert!(r.unsubscribe("a/+/c", 1));
         assert!(!r.unsubscribe("a/+/c", 1));
-        assert!(r.nodes[ROOT].is_empty());
-        assert_eq!(r.free.len(), 3);
+        assert!(r.arena.nodes[ROOT].is_empty());
+        assert_eq!(r.arena.free.len(), 3);
         r.subscribe("x/y", sub(2, QoS::AtMostOnce));
-        assert_eq!(r.nodes.len(), 4, "pruned nodes are reused");
-        assert_eq!(sessions(&r, "x/y"), vec![2]);
+        assert_eq!(r.arena.nodes.len(), 4, "pruned nodes are reused");
+        assert_eq!(sessions(&mut r, "x/y"), vec![2]);
     }
 
     #[test]
@@ -395,29 +545,75 @@ mod tests {
         for i in 0..50 {
             r.subscribe(&format!("dev/{i}/t"), sub(i, QoS::AtMostOnce));
         }
-        assert!(matches!(r.nodes[r.nodes[ROOT].children.get("dev").unwrap()].children, Children::Many(_)));
+        let dev = r.arena.nodes[ROOT].children.get("dev").unwrap();
+        assert!(matches!(r.arena.nodes[dev].children, Children::Many(_)));
         for i in 0..50 {
-            assert_eq!(sessions(&r, &format!("dev/{i}/t")), vec![i]);
+            assert_eq!(sessions(&mut r, &format!("dev/{i}/t")), vec![i]);
         }
         for i in 0..50 {
             assert!(r.unsubscribe(&format!("dev/{i}/t"), i));
         }
-        assert!(r.nodes[ROOT].is_empty());
+        assert!(r.arena.nodes[ROOT].is_empty());
+    }
+
+    #[test]
+    fn deep_filters_match_without_recursion() {
+        // Far deeper than any configured limit: the walk must not use the call stack per level.
+        let deep = "a/".repeat(50_000) + "b";
+        let mut r = Router::default();
+        r.subscribe(&deep, sub(1, QoS::AtMostOnce));
+        r.subscribe(&("+/".repeat(50_000) + "#"), sub(2, QoS::AtMostOnce));
+        assert_eq!(sessions(&mut r, &deep), vec![1, 2]);
+        assert!(r.unsubscribe(&deep, 1));
+    }
+
+    fn retained(store: &RetainedStore, filter: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        store.matching(filter, &mut out);
+        let mut v: Vec<String> = out.iter().map(|m| m.topic.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    fn msg(t: &str, p: &[u8]) -> Message {
+        Message { topic: t.into(), payload: p.into(), qos: QoS::AtMostOnce, retain: true }
     }
 
     #[test]
     fn retained_exact_and_wildcard_lookup() {
         let mut store = RetainedStore::default();
-        let msg =
-            |t: &str, p: &[u8]| Message { topic: t.into(), payload: p.into(), qos: QoS::AtMostOnce, retain: true };
         store.update(&msg("a/b", b"1"));
         store.update(&msg("a/c", b"2"));
         store.update(&msg("$SYS/x", b"3"));
-        assert_eq!(store.matching("a/b").count(), 1);
-        assert_eq!(store.matching("a/+").count(), 2);
-        assert_eq!(store.matching("#").count(), 2);
+        assert_eq!(retained(&store, "a/b"), ["a/b"]);
+        assert_eq!(retained(&store, "a/+"), ["a/b", "a/c"]);
+        assert_eq!(retained(&store, "#"), ["a/b", "a/c"]);
         store.update(&msg("a/b", b""));
-        assert_eq!(store.matching("a/b").count(), 0);
+        assert!(retained(&store, "a/b").is_empty());
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn mqtt_4_7_retained_match_the_same_filters_as_live_messages() {
+        let mut store = RetainedStore::default();
+        let topics = ["a", "a/b", "a/b/c", "a//c", "/", "/x", "$SYS/up", "$SYS", "x/$y", "", "a/"];
+        for t in topics.iter().filter(|t| !t.is_empty()) {
+            store.update(&msg(t, b"p"));
+        }
+        let filters = ["#", "+", "a/#", "a/+", "+/+", "/#", "+/b/+", "a//c", "$SYS/#", "$SYS/+", "+/$y", "a/+/c", "/+"];
+        for f in filters {
+            let mut want: Vec<String> = topics
+                .iter()
+                .filter(|t| !t.is_empty() && crate::mqtt::topic::matches(f, t))
+                .map(|t| t.to_string())
+                .collect();
+            want.sort();
+            assert_eq!(retained(&store, f), want, "filter {f}");
+        }
+        for t in topics.iter().filter(|t| !t.is_empty()) {
+            store.update(&msg(t, b""));
+        }
+        assert!(store.is_empty());
+        assert!(store.arena.nodes[ROOT].children.is_empty(), "emptied branches are pruned");
     }
 }

@@ -607,7 +607,8 @@ fn ws_fragmented_message_larger_than_max_packet_size_closes_1009() {
 
 #[test]
 fn ws_mqtt_packet_over_max_size_closes() {
-    // A small frame announcing a large MQTT packet: an MQTT-level refusal, with a close frame.
+    // A small frame announcing a large MQTT packet: refused from its fixed header with a close
+    // frame saying "message too big" (RFC 6455 7.4.1), as for a frame over the limit.
     let b = TestBroker::start_with(|c| c.max_packet_size = 1024);
     let mut ws = WsRaw::connect(b.ws);
     ws.send_raw(&binary(&connect("big-mqtt"))).unwrap();
@@ -615,7 +616,7 @@ fn ws_mqtt_packet_over_max_size_closes() {
     let mut header = vec![0x30];
     header.extend(remaining_length(2000));
     ws.send_raw(&binary(&header)).unwrap();
-    ws.expect_close(1002);
+    ws.expect_close(1009);
 }
 
 #[test]

@@ -1,10 +1,16 @@
-//! MQTT broker semantics, sans-IO: connections, sessions, routing, retained messages, wills and
-//! timeouts. The event loop hands it bytes read from a socket and the current time; it leaves
-//! bytes to write in each connection's output queue and lists which connections to flush and
-//! which to close.
+//! MQTT broker semantics, sans-IO: connections, sessions, routing, retained messages, wills,
+//! limits and timeouts. The event loop hands it bytes read from a socket and the current time;
+//! it leaves bytes to write in each connection's output queue and lists which connections to
+//! flush, which to read again and which to close.
+//!
+//! Event-loop contract, per turn: `handle_input`/`handle_buffered_input` for bytes read (only
+//! while `wants_input`), `resume` for each of `take_resumed`, `handle_timeouts`, then for each
+//! of `take_dirty`: `output`, write, `wrote`; then for each of `take_closed`: a last write, and
+//! `lingers` says whether to keep reading and discarding until `take_finished` or EOF, after
+//! which `release`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -13,15 +19,23 @@ use log::{debug, info, warn};
 
 use crate::buffer::Slab;
 use crate::config::Config;
-use crate::connection::{Connection, Phase, Transport};
+use crate::connection::{Connection, Phase, Timeouts, Transport};
 use crate::mqtt::{ConnectReturnCode, DecodeError};
 use crate::router::{RetainedStore, Router, Subscriber};
 use crate::session::Session;
 use crate::ws::{self, HandshakeConfig, HandshakeError, WsError};
 
-/// A client whose unsent output exceeds this loses QoS 0 messages instead of growing without
-/// bound (QoS 1/2 are held back by the in-flight window and the session queue instead).
-const SLOW_CONSUMER_BYTES: usize = 32 * 1024 * 1024;
+/// How long a closing connection that owes its peer an answer is kept to deliver it.
+const LINGER: Duration = Duration::from_secs(2);
+/// Output above the high watermark for this long, while publishers wait on it, makes a
+/// connection a slow consumer: a healthy reader drains half the watermark far sooner.
+const SLOW_GRACE: Duration = Duration::from_millis(500);
+/// A slow consumer stays one at least this long, so one that alternates stalling and draining
+/// cannot keep pausing publishers.
+const SLOW_PENALTY: Duration = Duration::from_secs(10);
+/// QoS 0 to a connection whose unsent output exceeds this many high watermarks is dropped even
+/// if it is not (yet) a slow consumer: the bound on what a burst can queue.
+const HARD_OUTPUT_FACTOR: usize = 8;
 
 /// Which kind of listener accepted a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +55,8 @@ pub enum ProtocolError {
     SecondConnect,
     /// A packet only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP).
     ServerOnlyPacket(&'static str),
+    /// A PUBLISH (or will) topic over `max_topic_levels` levels or `max_topic_length` bytes.
+    TopicTooLong { levels: usize, bytes: usize },
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -50,6 +66,9 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::FirstPacketNotConnect => write!(f, "first packet is not CONNECT"),
             ProtocolError::SecondConnect => write!(f, "second CONNECT"),
             ProtocolError::ServerOnlyPacket(p) => write!(f, "client sent {p}"),
+            ProtocolError::TopicTooLong { levels, bytes } => {
+                write!(f, "topic of {levels} levels and {bytes} bytes exceeds the configured limits")
+            }
         }
     }
 }
@@ -67,6 +86,13 @@ pub enum CloseReason {
     KeepAliveTimeout,
     /// No CONNECT (or no WebSocket handshake) within the connect timeout.
     ConnectTimeout,
+    /// Still without CONNECT when `max_pending_connections` newer ones were waiting.
+    PendingLimit,
+    /// Unsent output made no progress for `send_timeout`.
+    SendTimeout,
+    /// `memory_limit` reached while the client needed the broker to hold more (a QoS 1/2
+    /// PUBLISH, which MQTT 3.1.1 cannot refuse otherwise, or a large partial packet).
+    MemoryLimit,
     Protocol(ProtocolError),
     /// The WebSocket frame layer refused the client's frames.
     WebSocket(WsError),
@@ -90,25 +116,98 @@ impl CloseReason {
     /// The WebSocket close status sent to the peer, if a close frame is sent at all.
     fn ws_close_code(&self) -> Option<Option<u16>> {
         match self {
-            CloseReason::Handshake(_) | CloseReason::PeerClosed | CloseReason::Io(_) => None,
+            CloseReason::Handshake(_) | CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::SendTimeout => {
+                None
+            }
             CloseReason::WebSocketClosed(code) => Some(*code),
             CloseReason::WebSocket(e) => Some(Some(e.close_code())),
+            CloseReason::Protocol(ProtocolError::Decode(DecodeError::PacketTooLarge { .. })) => Some(Some(1009)),
             CloseReason::Protocol(_) => Some(Some(1002)),
             CloseReason::ConnectRefused(_) => Some(Some(1008)),
+            CloseReason::MemoryLimit => Some(Some(1013)),
             CloseReason::Shutdown => Some(Some(1001)),
             _ => Some(Some(1000)),
         }
     }
+
+    /// Whether the socket should stay open a little to deliver an answer: not when the peer is
+    /// gone or not reading, nor when the peer itself closed the WebSocket (its close is echoed
+    /// and the server closes the TCP connection first, RFC 6455 7.1.1).
+    fn lingers(&self) -> bool {
+        !matches!(
+            self,
+            CloseReason::PeerClosed
+                | CloseReason::Io(_)
+                | CloseReason::SendTimeout
+                | CloseReason::ClientDisconnect
+                | CloseReason::WebSocketClosed(_)
+                | CloseReason::Shutdown
+        )
+    }
+}
+
+/// Limits from the configuration, as the core applies them.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub max_packet_size: usize,
+    pub max_connect_packet_size: usize,
+    pub message_size_limit: usize,
+    pub max_topic_levels: usize,
+    pub max_topic_length: usize,
+    pub max_subscribe_filters: usize,
+    pub max_subscriptions: usize,
+    pub max_inflight: usize,
+    pub max_queued: usize,
+    pub max_queued_bytes: usize,
+    pub high_watermark: usize,
+    pub low_watermark: usize,
+    pub hard_output_cap: usize,
+    pub persistent_client_expiration: Option<Duration>,
+    pub max_pending: usize,
+    /// `None`: no limit; else bytes of heap (see `memory`).
+    pub memory_limit: Option<usize>,
+}
+
+/// Counters of what the limits did (for logs now, `$SYS` and metrics later).
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// QoS 0 deliveries dropped to slow or over-full consumers.
+    pub dropped_qos0_slow: u64,
+    /// Messages not accepted or not delivered because `memory_limit` was reached.
+    pub dropped_memory: u64,
+    /// QoS 1/2 messages dropped because a session's queue was full.
+    pub dropped_queue_full: u64,
+    /// PUBLISHes over `message_size_limit`.
+    pub dropped_oversize: u64,
+    /// Connections refused: listener at `max_connections`.
+    pub refused_max_connections: u64,
+    /// CONNECTs and upgrades refused because `memory_limit` was reached.
+    pub refused_memory: u64,
+    /// Connections dropped for `max_pending_connections`.
+    pub pending_evicted: u64,
+    /// Connections closed by `send_timeout`.
+    pub send_timeouts: u64,
+    pub sessions_expired: u64,
+}
+
+/// Per-connection "logged once" marks for limits a client hits.
+pub(crate) mod warned {
+    pub const TOPIC: u8 = 1;
+    pub const FILTERS: u8 = 2;
+    pub const SUBSCRIPTIONS: u8 = 4;
+    pub const MESSAGE_SIZE: u8 = 8;
+    pub const SLOW: u8 = 16;
 }
 
 /// The broker's state: everything but sockets and the clock.
 pub struct Core {
-    max_packet_size: usize,
-    max_inflight: usize,
-    max_queued: usize,
-    connect_timeout: Duration,
+    pub(crate) limits: Limits,
+    timeouts: Timeouts,
     allow_anonymous: bool,
     ws_configs: Vec<HandshakeConfig>,
+    /// Per listener: `max_connections` and the current count.
+    listener_limits: Vec<Option<usize>>,
+    listener_counts: Vec<usize>,
 
     pub(crate) conns: Slab<Connection>,
     sessions: Slab<Session>,
@@ -117,26 +216,61 @@ pub struct Core {
     retained: RetainedStore,
     /// (deadline, token, serial): checked lazily; a stale entry is re-armed or dropped.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// (expiry, session slot, session serial) of offline persistent sessions; lazy like `timers`.
+    session_timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     next_serial: u64,
     /// Connections with output to flush this turn.
     dirty: Vec<usize>,
-    /// Connections closed this turn; the event loop drops their sockets.
+    /// Connections closed this turn; the event loop drops (or lingers on) their sockets.
     closed: Vec<usize>,
+    /// Lingering connections whose time is up; the event loop drops their sockets.
+    finished: Vec<usize>,
+    /// Connections whose input may be read again; the event loop calls `resume` for each.
+    resumed: Vec<usize>,
+    /// (token, serial) of connections without CONNECT yet, oldest first; entries go stale
+    /// (and are skipped) once a connection CONNECTs or closes.
+    pending: VecDeque<(usize, u64)>,
+    pending_count: usize,
     /// Reused buffers for routing, so a PUBLISH allocates only its message.
     matches: Vec<Subscriber>,
     /// Per session slot: (route epoch, index in `matches`), to merge overlapping subscriptions.
     marks: Vec<(u64, usize)>,
     epoch: u64,
+    /// The time of the call being handled (time is an input: the event loop passes it in).
+    now: Instant,
+    /// The connection whose packets are being handled: a publisher to pause when a subscriber
+    /// it feeds is congested.
+    current: Option<usize>,
+    /// `memory_limit` was reached and it was logged; cleared once below it again.
+    memory_full_logged: bool,
+    pub stats: Stats,
 }
 
 impl Core {
     pub fn new(config: &Config) -> Self {
+        let memory_limit = crate::memory::resolve_limit(config.memory_limit);
+        let high = config.output_high_watermark.max(1);
         Core {
-            max_packet_size: config.max_packet_size,
-            // At most 65535 packet ids exist: a larger window could never find a free one.
-            max_inflight: config.max_inflight.clamp(1, usize::from(u16::MAX)),
-            max_queued: config.max_queued,
-            connect_timeout: config.connect_timeout,
+            limits: Limits {
+                max_packet_size: config.max_packet_size,
+                max_connect_packet_size: config.max_connect_packet_size.min(config.max_packet_size),
+                message_size_limit: config.message_size_limit,
+                max_topic_levels: config.max_topic_levels,
+                max_topic_length: config.max_topic_length,
+                max_subscribe_filters: config.max_subscribe_filters,
+                max_subscriptions: config.max_subscriptions,
+                // At most 65535 packet ids exist: a larger window could never find a free one.
+                max_inflight: config.max_inflight.clamp(1, usize::from(u16::MAX)),
+                max_queued: config.max_queued,
+                max_queued_bytes: config.max_queued_bytes,
+                high_watermark: high,
+                low_watermark: high / 2,
+                hard_output_cap: high.saturating_mul(HARD_OUTPUT_FACTOR),
+                persistent_client_expiration: config.persistent_client_expiration,
+                max_pending: config.max_pending_connections.max(1),
+                memory_limit,
+            },
+            timeouts: Timeouts { connect: config.connect_timeout, send: config.send_timeout, slow_grace: SLOW_GRACE },
             allow_anonymous: config.allow_anonymous,
             // Indexed by `ListenerKind::WebSocket`: the WebSocket listeners in config order.
             ws_configs: config
@@ -145,36 +279,114 @@ impl Core {
                 .filter(|l| l.protocol == crate::config::Protocol::WebSockets)
                 .map(|l| l.ws.clone())
                 .collect(),
+            listener_limits: config.listeners.iter().map(|l| l.max_connections.or(config.max_connections)).collect(),
+            listener_counts: vec![0; config.listeners.len()],
             conns: Slab::default(),
             sessions: Slab::default(),
             client_ids: HashMap::new(),
             router: Router::default(),
             retained: RetainedStore::default(),
             timers: BinaryHeap::new(),
+            session_timers: BinaryHeap::new(),
             next_serial: 0,
             dirty: Vec::new(),
             closed: Vec::new(),
+            finished: Vec::new(),
+            resumed: Vec::new(),
+            pending: VecDeque::new(),
+            pending_count: 0,
             matches: Vec::new(),
             marks: Vec::new(),
             epoch: 0,
+            now: Instant::now(),
+            current: None,
+            memory_full_logged: false,
+            stats: Stats::default(),
         }
     }
 
-    /// A socket was accepted: returns its token.
-    pub fn accept(&mut self, kind: ListenerKind, peer: SocketAddr, now: Instant) -> usize {
+    /// The resolved `memory_limit`, in bytes (`None`: unlimited).
+    pub fn memory_limit(&self) -> Option<usize> {
+        self.limits.memory_limit
+    }
+
+    /// Whether `memory_limit` is reached. O(1): one load, one comparison.
+    pub(crate) fn memory_full(&mut self) -> bool {
+        let Some(limit) = self.limits.memory_limit else { return false };
+        let used = crate::memory::heap_used();
+        let full = used >= limit;
+        if full && !self.memory_full_logged {
+            warn!(
+                "memory_limit reached ({} of {}): refusing new clients, QoS 0 messages and QoS 1/2 publishes until memory is freed.",
+                crate::memory::human(used),
+                crate::memory::human(limit)
+            );
+        } else if !full && self.memory_full_logged {
+            info!("Memory use is below memory_limit again ({}).", crate::memory::human(used));
+        }
+        self.memory_full_logged = full;
+        full
+    }
+
+    /// A socket was accepted on listener `listener` (index in the configuration): its token,
+    /// or `None` when the listener is at `max_connections` (the caller closes the socket).
+    pub fn accept(&mut self, listener: usize, kind: ListenerKind, peer: SocketAddr, now: Instant) -> Option<usize> {
+        self.now = now;
+        let count = self.listener_counts.get(listener).copied().unwrap_or(0);
+        if let Some(Some(max)) = self.listener_limits.get(listener) {
+            if count >= *max {
+                if self.stats.refused_max_connections == 0 || count == *max {
+                    debug!("Refusing connection from {peer}: listener at max_connections ({max}).");
+                }
+                self.stats.refused_max_connections += 1;
+                return None;
+            }
+        }
+        if self.pending_count >= self.limits.max_pending {
+            self.evict_oldest_pending();
+        }
         let transport = match kind {
             ListenerKind::Tcp => Transport::Tcp,
-            ListenerKind::WebSocket(listener) => Transport::WsHandshake { listener },
+            ListenerKind::WebSocket(ws) => Transport::WsHandshake { listener: ws },
         };
         self.next_serial += 1;
         let serial = self.next_serial;
-        let token = self.conns.insert(Connection::new(serial, peer, transport, now));
-        self.arm_timer(token, now + self.connect_timeout);
+        let listener_index = u16::try_from(listener).unwrap_or(u16::MAX);
+        let token = self.conns.insert(Connection::new(serial, listener_index, peer, transport, now));
+        if let Some(c) = self.listener_counts.get_mut(listener) {
+            *c += 1;
+        }
+        self.pending.push_back((token, serial));
+        self.pending_count += 1;
+        self.arm_timer(token, now + self.timeouts.connect);
         debug!("New connection from {peer}.");
-        token
+        Some(token)
     }
 
-    /// Connections to flush now; the caller calls `flush_done` for each.
+    /// Close the connection that has waited longest without CONNECT. Amortised O(1): stale
+    /// entries are skipped once each.
+    fn evict_oldest_pending(&mut self) {
+        while let Some((token, serial)) = self.pending.pop_front() {
+            let live = self.conns.get(token).is_some_and(|c| c.serial == serial && c.phase == Phase::AwaitConnect);
+            if live {
+                self.stats.pending_evicted += 1;
+                self.close(token, CloseReason::PendingLimit);
+                return;
+            }
+        }
+    }
+
+    /// A connection left the CONNECT-pending state (CONNECT accepted, or closed).
+    fn leave_pending(&mut self) {
+        self.pending_count = self.pending_count.saturating_sub(1);
+        // Keep the queue proportional to what is pending: drop stale entries now and then.
+        if self.pending.len() > 2 * self.pending_count + 64 {
+            let conns = &self.conns;
+            self.pending.retain(|&(t, s)| conns.get(t).is_some_and(|c| c.serial == s && c.phase == Phase::AwaitConnect));
+        }
+    }
+
+    /// Connections to flush now: for each, `output`, write, `wrote`.
     pub fn take_dirty(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.dirty)
     }
@@ -187,14 +399,37 @@ impl Core {
         }
     }
 
-    /// Connections closed since the last call; the caller flushes what it can, drops the socket
-    /// and calls `release`.
+    /// Connections closed since the last call; the caller writes what it can, then either
+    /// lingers (`lingers`) or drops the socket and calls `release`.
     pub fn take_closed(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.closed)
     }
 
+    /// Lingering connections whose time ran out: drop the socket and `release`.
+    pub fn take_finished(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Connections that may be read again: call `resume` for each, then read the socket.
+    pub fn take_resumed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.resumed)
+    }
+
+    /// Whether a closed connection should be kept to deliver its last answer (see `LINGER`).
+    pub fn lingers(&self, token: usize) -> bool {
+        self.conns.get(token).is_some_and(|c| c.closing && c.linger_until.is_some())
+    }
+
+    pub fn is_closing(&self, token: usize) -> bool {
+        self.conns.get(token).is_none_or(|c| c.closing)
+    }
+
     pub fn release(&mut self, token: usize) {
-        self.conns.remove(token);
+        let Some(conn) = self.conns.remove(token) else { return };
+        debug_assert!(conn.closing, "released a connection that was not closed");
+        if let Some(c) = self.listener_counts.get_mut(usize::from(conn.listener)) {
+            *c = c.saturating_sub(1);
+        }
     }
 
     /// The connection's wire output, framed and ready to write.
@@ -222,13 +457,21 @@ impl Core {
         self.sessions.len()
     }
 
-    /// The earliest instant `handle_timeouts` has work to do.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
     }
 
-    /// Close connections whose CONNECT or keep-alive deadline has passed.
+    /// The earliest instant `handle_timeouts` has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conn = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let session = self.session_timers.peek().map(|Reverse((at, _, _))| *at);
+        conn.into_iter().chain(session).min()
+    }
+
+    /// Act on every deadline that has passed: connect, keep-alive and send timeouts, slow
+    /// consumers, lingering closes, and offline sessions' expiry. O(log n) per expired entry.
     pub fn handle_timeouts(&mut self, now: Instant) {
+        self.now = now;
         while let Some(&Reverse((at, token, serial))) = self.timers.peek() {
             if at > now {
                 break;
@@ -236,24 +479,81 @@ impl Core {
             self.timers.pop();
             let Some(conn) = self.conns.get(token) else { continue };
             // One live entry per connection: others are stale (slot reused, or re-armed earlier).
-            if conn.serial != serial || conn.closing || conn.timer_at != Some(at) {
+            if conn.serial != serial || conn.timer_at != Some(at) {
                 continue;
             }
-            match conn.deadline(self.connect_timeout) {
-                Some(deadline) if deadline <= now => {
-                    let reason = match conn.phase {
-                        Phase::AwaitConnect => CloseReason::ConnectTimeout,
-                        Phase::Connected { .. } => CloseReason::KeepAliveTimeout,
-                    };
-                    self.close(token, reason);
+            if let Some(c) = self.conns.get_mut(token) {
+                c.timer_at = None;
+            }
+            self.connection_timeout(token, now);
+        }
+        while let Some(&Reverse((at, slot, serial))) = self.session_timers.peek() {
+            if at > now {
+                break;
+            }
+            self.session_timers.pop();
+            let expired = self
+                .sessions
+                .get(slot)
+                .is_some_and(|s| s.serial == serial && s.connection.is_none() && s.expires_at == Some(at));
+            if expired {
+                if let Some(s) = self.sessions.get(slot) {
+                    info!("Expiring client {} due to timeout.", s.client_id);
                 }
-                Some(deadline) => self.arm_timer(token, deadline),
-                None => {
-                    if let Some(conn) = self.conns.get_mut(token) {
-                        conn.timer_at = None;
+                self.stats.sessions_expired += 1;
+                self.destroy_session(slot);
+            }
+        }
+    }
+
+    /// The connection's timer fired: act on whichever of its deadlines passed, then re-arm.
+    fn connection_timeout(&mut self, token: usize, now: Instant) {
+        let Some(conn) = self.conns.get(token) else { return };
+        if conn.closing {
+            if conn.linger_until.is_some_and(|at| at <= now) {
+                self.finished.push(token);
+            }
+            return;
+        }
+        let phase_deadline = match conn.phase {
+            Phase::AwaitConnect => Some((conn.last_received + self.timeouts.connect, CloseReason::ConnectTimeout)),
+            Phase::Connected { .. } if conn.keep_alive == 0 => None,
+            Phase::Connected { .. } => Some((
+                conn.last_received + crate::connection::keep_alive_grace(conn.keep_alive),
+                CloseReason::KeepAliveTimeout,
+            )),
+        };
+        let paused = !conn.wants_input();
+        let stalled = conn.congestion.as_ref().and_then(|c| c.stalled_since).is_some_and(|at| at + self.timeouts.send <= now);
+        if stalled {
+            self.stats.send_timeouts += 1;
+            self.close(token, CloseReason::SendTimeout);
+            return;
+        }
+        if let Some((at, reason)) = phase_deadline {
+            if at <= now {
+                if paused && reason == CloseReason::KeepAliveTimeout {
+                    // Its packets may be waiting unread behind our own pause: not its fault.
+                    if let Some(c) = self.conns.get_mut(token) {
+                        c.last_received = now;
                     }
+                } else {
+                    self.close(token, reason);
+                    return;
                 }
             }
+        }
+        self.check_slow(token, now);
+        self.rearm(token);
+    }
+
+    /// Re-arm the connection's timer to its next deadline, if it has one.
+    pub(crate) fn rearm(&mut self, token: usize) {
+        let timeouts = self.timeouts;
+        let Some(conn) = self.conns.get(token) else { return };
+        let Some(deadline) = conn.deadline(&timeouts) else { return };
+        if conn.timer_at.is_none_or(|at| deadline < at) {
+            self.arm_timer(token, deadline);
         }
     }
 
@@ -270,7 +570,12 @@ impl Core {
             Some(kind) => CloseReason::Io(kind),
             None => CloseReason::PeerClosed,
         };
-        self.close(token, reason);
+        match self.conns.get(token) {
+            // A lingering connection's peer is done: drop it now.
+            Some(c) if c.closing => self.finished.push(token),
+            Some(_) => self.close(token, reason),
+            None => {}
+        }
     }
 
     /// Close every connection (the broker is stopping).
@@ -282,8 +587,10 @@ impl Core {
     }
 
     /// End a connection: log it, publish its will if the end was abnormal, detach its session
-    /// (discarding a clean one), and queue a WebSocket close frame where one is due.
+    /// (discarding a clean one), wake publishers paused on it, and queue a WebSocket close frame
+    /// where one is due.
     pub fn close(&mut self, token: usize, reason: CloseReason) {
+        let now = self.now;
         let Some(conn) = self.conns.get_mut(token) else { return };
         if conn.closing {
             return;
@@ -296,6 +603,11 @@ impl Core {
             CloseReason::Io(kind) => info!("Client {who} disconnected: socket error ({kind})."),
             CloseReason::KeepAliveTimeout => info!("Client {who} has exceeded timeout, disconnecting."),
             CloseReason::ConnectTimeout => info!("Client {who} sent no CONNECT in time, disconnecting."),
+            CloseReason::PendingLimit => {
+                info!("Client {who} sent no CONNECT before max_pending_connections newer ones, disconnecting.")
+            }
+            CloseReason::SendTimeout => warn!("Client {who} has not read its output in time (send_timeout), disconnecting."),
+            CloseReason::MemoryLimit => warn!("Client {who} disconnected: memory_limit reached."),
             CloseReason::Protocol(e) => warn!("Client {who} disconnected due to protocol error: {e}."),
             CloseReason::WebSocket(e) => warn!("Client {who} disconnected due to WebSocket error: {e}."),
             CloseReason::WebSocketClosed(code) => info!("Client {who} closed its WebSocket (code {code:?})."),
@@ -312,12 +624,33 @@ impl Core {
                 ws::frame::encode_close(code, conn.out.tail());
             }
         }
+        if reason.lingers() && !conn.out.is_empty() {
+            conn.linger_until = Some(now + LINGER);
+        }
+        // Input is never read again: release what was held for it.
+        conn.raw_in = Default::default();
+        if let Transport::Ws(ws) = &mut conn.transport {
+            ws.mqtt_in = Default::default();
+        }
+        let waiting_on = conn.waiting_on.take();
+        let waiters = conn.congestion.as_mut().map(|c| std::mem::take(&mut c.waiters)).unwrap_or_default();
+        if phase == Phase::AwaitConnect {
+            self.leave_pending();
+        }
+        if let Some(s) = waiting_on {
+            self.forget_waiter(s, token);
+        }
+        self.wake(waiters);
         if let Phase::Connected { session } = phase {
             if let Some(s) = self.sessions.get_mut(session) {
                 if s.connection == Some(token) {
                     s.connection = None;
                     if s.clean {
                         self.destroy_session(session);
+                    } else if let Some(after) = self.limits.persistent_client_expiration {
+                        let at = now + after;
+                        s.expires_at = Some(at);
+                        self.session_timers.push(Reverse((at, session, s.serial)));
                     }
                 }
             }
@@ -329,9 +662,11 @@ impl Core {
             self.route(&will);
         }
         self.closed.push(token);
+        self.rearm(token);
     }
 }
 
+mod flow;
 mod input;
 mod packets;
 

@@ -6,11 +6,18 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::{CloseReason, Core, ProtocolError, SLOW_CONSUMER_BYTES};
+use super::{warned, CloseReason, Core, ProtocolError};
 use crate::connection::{keep_alive_grace, Connection, LastPublish, Phase};
-use crate::mqtt::{encode_packet, Connect, ConnectReturnCode, Packet, Publish, QoS, Subscribe, Unsubscribe};
+use crate::mqtt::{
+    encode_packet, Connect, ConnectReturnCode, Packet, Publish, QoS, Subscribe, Unsubscribe, SUBACK_FAILURE,
+};
 use crate::router::{Message, Subscriber};
-use crate::session::{Inflight, InflightState, Outgoing, Session};
+use crate::session::{InflightState, Outgoing, Session};
+
+/// Levels of a topic name or filter. O(length).
+fn topic_levels(topic: &str) -> usize {
+    topic.bytes().filter(|&b| b == b'/').count() + 1
+}
 
 impl Core {
     /// Encode a control packet for `token` and schedule a flush.
@@ -20,6 +27,26 @@ impl Core {
         let out = conn.mqtt_out();
         encode_packet(packet, level, out.tail());
         self.mark_dirty(token);
+        self.after_output(token);
+    }
+
+    /// Whether `topic` is within `max_topic_levels` and `max_topic_length`. O(length).
+    fn topic_within_limits(&self, topic: &str) -> bool {
+        topic.len() <= self.limits.max_topic_length && topic_levels(topic) <= self.limits.max_topic_levels
+    }
+
+    fn topic_too_long(topic: &str) -> CloseReason {
+        CloseReason::Protocol(ProtocolError::TopicTooLong { levels: topic_levels(topic), bytes: topic.len() })
+    }
+
+    /// Log a limit the client hit, once per connection (`mark` 0: not logged here, because it
+    /// is logged once globally).
+    fn warn_once(&mut self, token: usize, mark: u8, what: std::fmt::Arguments<'_>) {
+        let Some(conn) = self.conns.get_mut(token).filter(|_| mark != 0) else { return };
+        if conn.warned & mark == 0 {
+            conn.warned |= mark;
+            warn!("Client {}: {what}", conn.label());
+        }
     }
 
     pub(super) fn handle_packet(&mut self, token: usize, packet: Packet<'_>, now: Instant) -> Result<(), CloseReason> {
@@ -99,6 +126,15 @@ impl Core {
             // No password file support yet: with anonymous access off, nobody can be verified.
             return self.refuse_connect(token, ConnectReturnCode::NotAuthorized);
         }
+        if self.memory_full() {
+            self.stats.refused_memory += 1;
+            return self.refuse_connect(token, ConnectReturnCode::ServerUnavailable);
+        }
+        if let Some(w) = &c.will {
+            if !self.topic_within_limits(w.topic) {
+                return Err(Self::topic_too_long(w.topic));
+            }
+        }
         let client_id: Rc<str> = if c.client_id.is_empty() {
             if !c.clean_session {
                 // 3.1.3-8: a zero-length id needs a clean session.
@@ -127,6 +163,7 @@ impl Core {
         if let Some(s) = self.sessions.get_mut(session) {
             s.connection = Some(token);
             s.clean = c.clean_session;
+            s.expires_at = None;
         }
         let will = c.will.as_ref().map(|w| Message {
             topic: w.topic.into(),
@@ -134,6 +171,7 @@ impl Core {
             qos: w.qos,
             retain: w.retain,
         });
+        self.leave_pending();
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.phase = Phase::Connected { session };
         conn.client_id = Some(Rc::clone(&client_id));
@@ -176,14 +214,17 @@ impl Core {
     }
 
     fn create_session(&mut self, client_id: Rc<str>, clean: bool) -> usize {
-        let slot = self.sessions.insert(Session::new(Rc::clone(&client_id), clean));
+        self.next_serial += 1;
+        let mut session = Session::new(Rc::clone(&client_id), clean);
+        session.serial = self.next_serial;
+        let slot = self.sessions.insert(session);
         self.client_ids.insert(client_id, slot);
         slot
     }
 
     pub(super) fn destroy_session(&mut self, slot: usize) {
         let Some(session) = self.sessions.remove(slot) else { return };
-        for (filter, _) in &session.subscriptions {
+        for (filter, _) in session.subscriptions.iter() {
             self.router.unsubscribe(filter, slot);
         }
         if self.client_ids.get(&session.client_id) == Some(&slot) {
@@ -195,7 +236,7 @@ impl Core {
     /// PUBLISH, then whatever waited in the queue.
     fn resume_session(&mut self, token: usize, slot: usize) {
         let (Some(session), Some(conn)) = (self.sessions.get_mut(slot), self.conns.get_mut(token)) else { return };
-        for f in &session.inflight {
+        for f in session.inflight.in_send_order() {
             match (&f.out, f.state) {
                 (Some(out), InflightState::AwaitPuback | InflightState::AwaitPubrec) => {
                     conn.write_publish(out, Some(f.packet_id), true);
@@ -207,10 +248,41 @@ impl Core {
             }
         }
         self.mark_dirty(token);
+        self.after_output(token);
         self.fill_window(slot);
     }
 
     fn on_publish(&mut self, token: usize, session: usize, p: Publish<'_>) -> Result<(), CloseReason> {
+        // A topic this client published last time passed the check then (the usual case: a
+        // sensor repeats its topic), which saves a scan of it per message.
+        let repeated = self
+            .conns
+            .get(token)
+            .and_then(|c| c.last_publish.as_deref())
+            .is_some_and(|last| *last.topic == *p.topic);
+        if !repeated && !self.topic_within_limits(p.topic) {
+            return Err(Self::topic_too_long(p.topic));
+        }
+        if self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit {
+            // mosquitto's behaviour: acknowledged (3.1.1 has no way to refuse it) and dropped.
+            self.stats.dropped_oversize += 1;
+            let (len, limit) = (p.payload.len(), self.limits.message_size_limit);
+            self.warn_once(
+                token,
+                warned::MESSAGE_SIZE,
+                format_args!("dropped PUBLISH of {len} bytes over message_size_limit ({limit})."),
+            );
+            self.ack_publish(token, &p);
+            return Ok(());
+        }
+        if self.memory_full() {
+            self.stats.dropped_memory += 1;
+            if p.qos == QoS::AtMostOnce {
+                return Ok(());
+            }
+            // Not acknowledged, so the client keeps it and resends it after reconnecting.
+            return Err(CloseReason::MemoryLimit);
+        }
         if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
             let first = self.sessions.get_mut(session).is_some_and(|s| s.receive_qos2(id));
             if !first {
@@ -256,12 +328,16 @@ impl Core {
                 None => conn.last_publish = Some(Box::new(LastPublish { topic, generation, matches })),
             }
         }
+        self.ack_publish(token, &p);
+        Ok(())
+    }
+
+    fn ack_publish(&mut self, token: usize, p: &Publish<'_>) {
         match (p.qos, p.packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => self.send(token, &Packet::Puback { packet_id }),
             (QoS::ExactlyOnce, Some(packet_id)) => self.send(token, &Packet::Pubrec { packet_id }),
             _ => {}
         }
-        Ok(())
     }
 
     /// Deliver `msg` to every matching subscription, once per session at the highest granted QoS
@@ -318,38 +394,58 @@ impl Core {
         matches.truncate(kept);
     }
 
-    /// Send or queue one message for a session.
+    /// Send or queue one message for a session. O(1).
     fn deliver(&mut self, slot: usize, out: Outgoing) {
-        let Some(session) = self.sessions.get_mut(slot) else { return };
+        let Some(session) = self.sessions.get(slot) else { return };
         let Some(token) = session.connection else {
             // Offline: QoS 0 is not kept for offline clients (as mosquitto's default); QoS 1/2
             // wait in the bounded queue.
-            if out.qos != QoS::AtMostOnce && session.enqueue(out, self.max_queued).is_err() && session.dropped == 1 {
-                warn!("Outgoing messages are being dropped for client {}.", session.client_id);
+            if out.qos != QoS::AtMostOnce {
+                self.enqueue(slot, out);
             }
             return;
         };
-        let Some(conn) = self.conns.get_mut(token) else { return };
-        if conn.closing {
+        if self.conns.get(token).is_none_or(|c| c.closing) {
             return;
         }
         if out.qos == QoS::AtMostOnce {
-            if conn.pending_output() > SLOW_CONSUMER_BYTES {
-                session.dropped += 1;
+            if self.drops_qos0(token) {
+                self.count_qos0_drop(token);
                 return;
             }
-            conn.write_publish(&out, None, false);
-        } else if session.queue.is_empty() && session.inflight.len() < self.max_inflight {
-            send_inflight(session, conn, out);
-        } else {
-            if session.enqueue(out, self.max_queued).is_err() && session.dropped == 1 {
-                warn!("Outgoing messages are being dropped for client {}.", session.client_id);
+            if let Some(conn) = self.conns.get_mut(token) {
+                conn.write_publish(&out, None, false);
             }
+        } else {
+            let max_inflight = self.limits.max_inflight;
+            let (Some(session), Some(conn)) = (self.sessions.get_mut(slot), self.conns.get_mut(token)) else { return };
+            if session.queue.is_empty() && session.inflight.len() < max_inflight {
+                send_inflight(session, conn, out);
+            } else {
+                self.enqueue(slot, out);
+                return;
+            }
+        }
+        self.mark_dirty(token);
+        self.after_output(token);
+    }
+
+    /// Queue a QoS 1/2 message for a session (offline, or its window is full), within
+    /// `max_queued_messages`, `max_queued_bytes` and `memory_limit`.
+    fn enqueue(&mut self, slot: usize, out: Outgoing) {
+        let full = self.memory_full();
+        let (max, max_bytes) = (self.limits.max_queued, self.limits.max_queued_bytes);
+        let Some(session) = self.sessions.get_mut(slot) else { return };
+        if full {
+            session.dropped += 1;
+            self.stats.dropped_memory += 1;
             return;
         }
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(token);
+        if session.enqueue(out, max, max_bytes).is_err() {
+            self.stats.dropped_queue_full += 1;
+            if session.dropped == 1 {
+                warn!("Outgoing messages are being dropped for client {}.", session.client_id);
+            }
         }
     }
 
@@ -359,48 +455,68 @@ impl Core {
         let Some(token) = session.connection else { return };
         let Some(conn) = self.conns.get_mut(token) else { return };
         let mut wrote = false;
-        while session.inflight.len() < self.max_inflight {
-            let Some(out) = session.queue.pop_front() else { break };
+        while session.inflight.len() < self.limits.max_inflight {
+            let Some(out) = session.dequeue() else { break };
             send_inflight(session, conn, out);
             wrote = true;
         }
         if wrote {
             self.mark_dirty(token);
+            self.after_output(token);
         }
     }
 
+    /// SUBSCRIBE: each filter within the limits is added (O(levels) in the trie, O(1) in the
+    /// session's set); the others get 0x80. Retained messages follow the SUBACK.
     fn on_subscribe(&mut self, token: usize, slot: usize, s: Subscribe<'_>) {
+        let memory_full = self.memory_full();
         let mut return_codes = Vec::with_capacity(s.filters.len());
-        for &(filter, qos) in &s.filters {
+        let mut granted: Vec<(&str, QoS)> = Vec::with_capacity(s.filters.len());
+        for (i, &(filter, qos)) in s.filters.iter().enumerate() {
+            let refusal = if i >= self.limits.max_subscribe_filters {
+                Some((warned::FILTERS, "more filters in one SUBSCRIBE than max_subscribe_filters"))
+            } else if !self.topic_within_limits(filter) {
+                Some((warned::TOPIC, "topic filter over max_topic_levels or max_topic_length"))
+            } else if memory_full {
+                Some((0, "memory_limit reached"))
+            } else {
+                let limit = self.limits.max_subscriptions;
+                let at_limit = self.sessions.get(slot).is_some_and(|session| {
+                    limit != 0 && session.subscriptions.len() >= limit && !session.subscriptions.contains(filter)
+                });
+                at_limit.then_some((warned::SUBSCRIPTIONS, "max_subscriptions reached"))
+            };
+            if let Some((mark, why)) = refusal {
+                self.warn_once(token, mark, format_args!("subscription to {filter:?} refused: {why}."));
+                return_codes.push(SUBACK_FAILURE);
+                continue;
+            }
             self.router.subscribe(filter, Subscriber { session: slot, qos });
             if let Some(session) = self.sessions.get_mut(slot) {
-                match session.subscriptions.iter_mut().find(|(f, _)| &**f == filter) {
-                    Some(existing) => existing.1 = qos,
-                    None => {
-                        // Most clients hold one or two subscriptions: do not round up to four.
-                        session.subscriptions.reserve_exact(1);
-                        session.subscriptions.push((filter.into(), qos));
-                    }
-                }
+                session.subscriptions.insert(filter, qos);
             }
             return_codes.push(qos as u8);
+            granted.push((filter, qos));
         }
         self.send(token, &Packet::Suback { packet_id: s.packet_id, return_codes });
         // 3.3.1-6: retained messages matching a new subscription follow the SUBACK, retain set.
-        for &(filter, qos) in &s.filters {
-            let retained: Vec<Message> = self.retained.matching(filter).cloned().collect();
-            for msg in retained {
+        let mut retained = Vec::new();
+        for (filter, qos) in granted {
+            retained.clear();
+            self.retained.matching(filter, &mut retained);
+            for msg in retained.drain(..) {
                 let qos = msg.qos.min(qos);
                 self.deliver(slot, Outgoing { msg, qos, retain: true });
             }
         }
     }
 
+    /// UNSUBSCRIBE: O(levels) per filter.
     fn on_unsubscribe(&mut self, token: usize, slot: usize, u: Unsubscribe<'_>) {
         for filter in &u.filters {
-            self.router.unsubscribe(filter, slot);
-            if let Some(session) = self.sessions.get_mut(slot) {
-                session.subscriptions.retain(|(f, _)| &**f != *filter);
+            let removed = self.sessions.get_mut(slot).is_some_and(|session| session.subscriptions.remove(filter));
+            if removed {
+                self.router.unsubscribe(filter, slot);
             }
         }
         self.send(token, &Packet::Unsuback { packet_id: u.packet_id });
@@ -409,8 +525,8 @@ impl Core {
 
 /// Start a QoS 1/2 delivery on a connected session: allocate its packet id and encode it.
 fn send_inflight(session: &mut Session, conn: &mut Connection, out: Outgoing) {
-    let packet_id = session.start_inflight(out);
-    if let Some(Inflight { out: Some(out), .. }) = session.inflight.back() {
-        conn.write_publish(out, Some(packet_id), false);
+    let inflight = session.start_inflight(out);
+    if let Some(out) = &inflight.out {
+        conn.write_publish(out, Some(inflight.packet_id), false);
     }
 }

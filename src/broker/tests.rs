@@ -25,7 +25,7 @@ impl Harness {
     }
 
     fn open(&mut self) -> usize {
-        self.core.accept(ListenerKind::Tcp, "127.0.0.1:1".parse().unwrap(), self.now)
+        self.core.accept(0, ListenerKind::Tcp, "127.0.0.1:1".parse().unwrap(), self.now).unwrap()
     }
 
     fn send(&mut self, token: usize, packet: &Packet<'_>) {

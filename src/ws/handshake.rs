@@ -67,6 +67,8 @@ pub enum HandshakeError {
     /// Plain GET of `/`: 200 with a short text page naming the WebSocket endpoint. Not a fault,
     /// but the connection still closes after the answer.
     InfoPage,
+    /// The broker cannot take a client now (its `memory_limit` is reached): 503.
+    ServiceUnavailable,
 }
 
 impl HandshakeError {
@@ -87,6 +89,7 @@ impl HandshakeError {
             NotFound => 404,
             OriginNotAllowed => 403,
             InfoPage => 200,
+            ServiceUnavailable => 503,
         }
     }
 }
@@ -110,6 +113,7 @@ impl fmt::Display for HandshakeError {
             SubprotocolRequired => "mqtt subprotocol not offered",
             UpgradeRequired => "plain HTTP request to the WebSocket endpoint",
             InfoPage => "plain HTTP request for the info page",
+            ServiceUnavailable => "broker at its memory limit",
         };
         f.write_str(s)
     }
@@ -321,8 +325,15 @@ fn reject(error: HandshakeError) -> HandshakeOutcome {
              using the mqtt subprotocol\n",
         ),
         InfoPage => ("OK", "", "midge MQTT broker\n"),
+        ServiceUnavailable => ("Service Unavailable", "Retry-After: 10\r\n", "the broker is at its memory limit\n"),
     };
     HandshakeOutcome::Reject { response: http_response(error.status(), reason, extra, body), error }
+}
+
+/// The answer to an upgrade the broker cannot take now (503): the request was valid, the
+/// broker is full.
+pub fn service_unavailable() -> HandshakeOutcome {
+    reject(HandshakeError::ServiceUnavailable)
 }
 
 fn info_page(host: &str, path: &str) -> HandshakeOutcome {
