@@ -323,8 +323,13 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                 }
             }
             // midge's own limits, in the same style.
-            "max_connect_packet_size" | "max_topic_levels" | "max_topic_length" | "max_subscribe_filters"
-            | "max_subscriptions" | "output_high_watermark" | "max_pending_connections" => {
+            "max_connect_packet_size"
+            | "max_topic_levels"
+            | "max_topic_length"
+            | "max_subscribe_filters"
+            | "max_subscriptions"
+            | "output_high_watermark"
+            | "max_pending_connections" => {
                 let n = parse_number(one("number")?).map_err(&invalid)?;
                 let at_least = |min: usize| {
                     if n < min {

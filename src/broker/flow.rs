@@ -47,14 +47,6 @@ impl Core {
         }
     }
 
-    /// Whether a QoS 0 delivery to this connection is dropped: it is a slow consumer above the
-    /// high watermark, or anyone above the hard cap. O(1).
-    pub(super) fn drops_qos0(&self, token: usize) -> bool {
-        let Some(conn) = self.conns.get(token) else { return true };
-        let len = conn.out.len();
-        len > self.limits.high_watermark && (len > self.limits.hard_output_cap || conn.is_slow())
-    }
-
     /// The event loop wrote `written` bytes of `token`'s output (`output`, then a write). Tracks
     /// stalls for `send_timeout` and resumes what waited once below the low watermark. O(1)
     /// plus the publishers woken.

@@ -195,25 +195,17 @@ impl Core {
             let awaiting_connect = conn.phase == Phase::AwaitConnect;
             // Before CONNECT only a small packet is buffered: an unauthenticated socket cannot
             // make the broker hold much.
-            let max =
-                if awaiting_connect { self.limits.max_connect_packet_size } else { self.limits.max_packet_size };
+            let max = if awaiting_connect { self.limits.max_connect_packet_size } else { self.limits.max_packet_size };
             let rest = buf.get(pos..).unwrap_or(&[]);
             match decode_packet(rest, level, max) {
                 Ok(None) => {
-                    if let Ok(Some(h)) = fixed_header(rest, max) {
-                        if h.header_len + h.remaining_len > LARGE_PARTIAL && self.memory_full() {
-                            self.stats.dropped_memory += 1;
-                            self.close(token, CloseReason::MemoryLimit);
-                            return buf.len();
-                        }
+                    if rest.len() > LARGE_PARTIAL / 2 && self.refuse_large_partial(token, rest, max) {
+                        return buf.len();
                     }
                     return pos;
                 }
                 Ok(Some((packet, n))) => {
                     pos += n;
-                    if let Some(conn) = self.conns.get_mut(token) {
-                        conn.touch(self.now);
-                    }
                     self.current = Some(token);
                     let result = self.handle_packet(token, packet, self.now);
                     self.current = None;
@@ -241,6 +233,21 @@ impl Core {
                 }
             }
         }
+    }
+}
+
+impl Core {
+    /// A partial packet is about to be buffered: if it is large and `memory_limit` is
+    /// reached, close the connection instead. Returns whether it did.
+    #[cold]
+    fn refuse_large_partial(&mut self, token: usize, partial: &[u8], max: usize) -> bool {
+        let Ok(Some(h)) = fixed_header(partial, max) else { return false };
+        if h.header_len + h.remaining_len <= LARGE_PARTIAL || !self.memory_full() {
+            return false;
+        }
+        self.stats.dropped_memory += 1;
+        self.close(token, CloseReason::MemoryLimit);
+        true
     }
 }
 

@@ -56,7 +56,10 @@ pub enum ProtocolError {
     /// A packet only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP).
     ServerOnlyPacket(&'static str),
     /// A PUBLISH (or will) topic over `max_topic_levels` levels or `max_topic_length` bytes.
-    TopicTooLong { levels: usize, bytes: usize },
+    TopicTooLong {
+        levels: usize,
+        bytes: usize,
+    },
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -116,9 +119,7 @@ impl CloseReason {
     /// The WebSocket close status sent to the peer, if a close frame is sent at all.
     fn ws_close_code(&self) -> Option<Option<u16>> {
         match self {
-            CloseReason::Handshake(_) | CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::SendTimeout => {
-                None
-            }
+            CloseReason::Handshake(_) | CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::SendTimeout => None,
             CloseReason::WebSocketClosed(code) => Some(*code),
             CloseReason::WebSocket(e) => Some(Some(e.close_code())),
             CloseReason::Protocol(ProtocolError::Decode(DecodeError::PacketTooLarge { .. })) => Some(Some(1009)),
@@ -311,21 +312,29 @@ impl Core {
     }
 
     /// Whether `memory_limit` is reached. O(1): one load, one comparison.
+    #[inline]
     pub(crate) fn memory_full(&mut self) -> bool {
         let Some(limit) = self.limits.memory_limit else { return false };
-        let used = crate::memory::heap_used();
-        let full = used >= limit;
-        if full && !self.memory_full_logged {
+        let full = crate::memory::heap_used() >= limit;
+        if full != self.memory_full_logged {
+            self.memory_state_changed(full, limit);
+        }
+        full
+    }
+
+    /// Log crossing `memory_limit`, once each way.
+    #[cold]
+    fn memory_state_changed(&mut self, full: bool, limit: usize) {
+        let used = crate::memory::human(crate::memory::heap_used());
+        if full {
             warn!(
-                "memory_limit reached ({} of {}): refusing new clients, QoS 0 messages and QoS 1/2 publishes until memory is freed.",
-                crate::memory::human(used),
+                "memory_limit reached ({used} of {}): refusing new clients, QoS 0 messages and QoS 1/2 publishes until memory is freed.",
                 crate::memory::human(limit)
             );
-        } else if !full && self.memory_full_logged {
-            info!("Memory use is below memory_limit again ({}).", crate::memory::human(used));
+        } else {
+            info!("Memory use is below memory_limit again ({used}).");
         }
         self.memory_full_logged = full;
-        full
     }
 
     /// A socket was accepted on listener `listener` (index in the configuration): its token,
@@ -382,7 +391,8 @@ impl Core {
         // Keep the queue proportional to what is pending: drop stale entries now and then.
         if self.pending.len() > 2 * self.pending_count + 64 {
             let conns = &self.conns;
-            self.pending.retain(|&(t, s)| conns.get(t).is_some_and(|c| c.serial == s && c.phase == Phase::AwaitConnect));
+            self.pending
+                .retain(|&(t, s)| conns.get(t).is_some_and(|c| c.serial == s && c.phase == Phase::AwaitConnect));
         }
     }
 
@@ -524,7 +534,8 @@ impl Core {
             )),
         };
         let paused = !conn.wants_input();
-        let stalled = conn.congestion.as_ref().and_then(|c| c.stalled_since).is_some_and(|at| at + self.timeouts.send <= now);
+        let stalled =
+            conn.congestion.as_ref().and_then(|c| c.stalled_since).is_some_and(|at| at + self.timeouts.send <= now);
         if stalled {
             self.stats.send_timeouts += 1;
             self.close(token, CloseReason::SendTimeout);
@@ -606,7 +617,9 @@ impl Core {
             CloseReason::PendingLimit => {
                 info!("Client {who} sent no CONNECT before max_pending_connections newer ones, disconnecting.")
             }
-            CloseReason::SendTimeout => warn!("Client {who} has not read its output in time (send_timeout), disconnecting."),
+            CloseReason::SendTimeout => {
+                warn!("Client {who} has not read its output in time (send_timeout), disconnecting.")
+            }
             CloseReason::MemoryLimit => warn!("Client {who} disconnected: memory_limit reached."),
             CloseReason::Protocol(e) => warn!("Client {who} disconnected due to protocol error: {e}."),
             CloseReason::WebSocket(e) => warn!("Client {who} disconnected due to WebSocket error: {e}."),

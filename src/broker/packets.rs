@@ -49,8 +49,12 @@ impl Core {
         }
     }
 
+    /// Act on one complete packet from `token` (which counts for its keep alive).
     pub(super) fn handle_packet(&mut self, token: usize, packet: Packet<'_>, now: Instant) -> Result<(), CloseReason> {
-        let phase = self.conns.get(token).map(|c| c.phase);
+        let phase = self.conns.get_mut(token).map(|c| {
+            c.touch(now);
+            c.phase
+        });
         let session = match phase {
             None => return Ok(()),
             Some(Phase::AwaitConnect) => {
@@ -253,16 +257,6 @@ impl Core {
     }
 
     fn on_publish(&mut self, token: usize, session: usize, p: Publish<'_>) -> Result<(), CloseReason> {
-        // A topic this client published last time passed the check then (the usual case: a
-        // sensor repeats its topic), which saves a scan of it per message.
-        let repeated = self
-            .conns
-            .get(token)
-            .and_then(|c| c.last_publish.as_deref())
-            .is_some_and(|last| *last.topic == *p.topic);
-        if !repeated && !self.topic_within_limits(p.topic) {
-            return Err(Self::topic_too_long(p.topic));
-        }
         if self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit {
             // mosquitto's behaviour: acknowledged (3.1.1 has no way to refuse it) and dropped.
             self.stats.dropped_oversize += 1;
@@ -291,27 +285,39 @@ impl Core {
                 return Ok(());
             }
         }
-        // Same topic as this client's last PUBLISH: reuse its topic string and, if subscriptions
-        // have not changed since, its subscriber list.
+        // Same topic as this client's last PUBLISH (the usual case: a sensor repeats its
+        // topic): reuse its topic string, which passed the limits check then, and, if
+        // subscriptions have not changed since, its subscriber list.
         let generation = self.router.generation();
-        let (topic, cached) = match self.conns.get_mut(token).and_then(|c| c.last_publish.as_deref_mut()) {
-            Some(last) => {
+        let cached = match self.conns.get_mut(token).and_then(|c| c.last_publish.as_deref_mut()) {
+            Some(last) if *last.topic == *p.topic => {
                 let list = std::mem::take(&mut last.matches);
-                if *last.topic != *p.topic {
-                    (Rc::from(p.topic), Err(list))
-                } else if last.generation != generation {
-                    (Rc::clone(&last.topic), Err(list))
-                } else {
-                    (Rc::clone(&last.topic), Ok(list))
-                }
+                let topic = Rc::clone(&last.topic);
+                Some((topic, if last.generation == generation { Ok(list) } else { Err(list) }))
             }
-            None => (Rc::from(p.topic), Err(Vec::new())),
+            _ => None,
+        };
+        if cached.is_none() && !self.topic_within_limits(p.topic) {
+            // The connection closes, so the cache entry need not be put back.
+            return Err(Self::topic_too_long(p.topic));
+        }
+        // Ok: the cached list is current; Err: a stale list whose allocation is reused.
+        let (topic, cached) = match cached {
+            Some(c) => c,
+            None => {
+                let spare = self
+                    .conns
+                    .get_mut(token)
+                    .and_then(|c| c.last_publish.as_deref_mut())
+                    .map(|last| std::mem::take(&mut last.matches))
+                    .unwrap_or_default();
+                (Rc::from(p.topic), Err(spare))
+            }
         };
         let msg = Message { topic, payload: p.payload.into(), qos: p.qos, retain: p.retain };
         if p.retain {
             self.retained.update(&msg);
         }
-        // Ok: the cached list is current; Err: a stale list whose allocation is reused.
         let matches = match cached {
             Ok(matches) => matches,
             Err(spare) => self.subscribers_of(&msg.topic, spare),
@@ -394,9 +400,11 @@ impl Core {
         matches.truncate(kept);
     }
 
-    /// Send or queue one message for a session. O(1).
+    /// Send or queue one message for a session. O(1): one session and one connection lookup
+    /// on the usual path; flow control only looks further when the output is over its
+    /// high watermark.
     fn deliver(&mut self, slot: usize, out: Outgoing) {
-        let Some(session) = self.sessions.get(slot) else { return };
+        let Some(session) = self.sessions.get_mut(slot) else { return };
         let Some(token) = session.connection else {
             // Offline: QoS 0 is not kept for offline clients (as mosquitto's default); QoS 1/2
             // wait in the bounded queue.
@@ -405,29 +413,28 @@ impl Core {
             }
             return;
         };
-        if self.conns.get(token).is_none_or(|c| c.closing) {
-            return;
-        }
+        let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
+        let high = self.limits.high_watermark;
         if out.qos == QoS::AtMostOnce {
-            if self.drops_qos0(token) {
+            let pending = conn.out.len();
+            if pending > high && (pending > self.limits.hard_output_cap || conn.is_slow()) {
                 self.count_qos0_drop(token);
                 return;
             }
-            if let Some(conn) = self.conns.get_mut(token) {
-                conn.write_publish(&out, None, false);
-            }
+            conn.write_publish(&out, None, false);
+        } else if session.queue.is_empty() && session.inflight.len() < self.limits.max_inflight {
+            send_inflight(session, conn, out);
         } else {
-            let max_inflight = self.limits.max_inflight;
-            let (Some(session), Some(conn)) = (self.sessions.get_mut(slot), self.conns.get_mut(token)) else { return };
-            if session.queue.is_empty() && session.inflight.len() < max_inflight {
-                send_inflight(session, conn, out);
-            } else {
-                self.enqueue(slot, out);
-                return;
-            }
+            self.enqueue(slot, out);
+            return;
         }
-        self.mark_dirty(token);
-        self.after_output(token);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(token);
+        }
+        if conn.out.len() > high {
+            self.after_output(token);
+        }
     }
 
     /// Queue a QoS 1/2 message for a session (offline, or its window is full), within

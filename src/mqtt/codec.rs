@@ -59,6 +59,7 @@ fn check_first_byte(first: u8) -> Result<(), DecodeError> {
 
 /// Parse the fixed header at the start of `buf`. `Ok(None)`: not enough bytes yet.
 /// Rejects a total size over `max_packet_size` before the body is buffered.
+#[inline]
 pub fn fixed_header(buf: &[u8], max_packet_size: usize) -> Result<Option<FixedHeader>, DecodeError> {
     let Some(&first_byte) = buf.first() else {
         return Ok(None);
