@@ -29,6 +29,25 @@ def case_key(case_id):
     return [int(p) for p in case_id.split(".")]
 
 
+def describe(outdir, r):
+    """The case's description, Autobahn's verdict, and what midge actually sent."""
+    report = os.path.join(outdir, r.get("reportfile", ""))
+    if not os.path.isfile(report):
+        return ""
+    with open(report) as f:
+        d = json.load(f)
+    got = []
+    for event in d.get("received", []):
+        if event and event[0] == "message":
+            long = event[1].endswith(" ...")
+            got.append("message (long: cut short in the report)" if long else "message (%d B)" % len(event[1]))
+        elif event:
+            got.append(str(event[0]))
+    got.append("close %s" % r.get("remoteCloseCode"))
+    what = d.get("description", "").split("\n")[0].strip().rstrip(".")
+    return "%s. Autobahn: %s Received: %s." % (what, d.get("result", ""), ", ".join(got))
+
+
 def main():
     index_path, version, elapsed = sys.argv[1], sys.argv[2], sys.argv[3]
     with open(index_path) as f:
@@ -44,7 +63,7 @@ def main():
             group = case_id.split(".")[0]
             groups[group][r["behavior"]] += 1
             durations[group] += r.get("duration", 0)
-            if r["behavior"] not in ("OK", "INFORMATIONAL"):
+            if r["behavior"] != "OK":
                 notes[r["behavior"]].append((case_id, r))
         lines.append("# Autobahn|Testsuite: midge WebSocket layer (%s)" % agent)
         lines.append("")
@@ -67,18 +86,19 @@ def main():
         lines.append("| " + " | ".join(row) + " | %d |" % sum(durations.values()))
         lines.append("")
         failed_total += total["FAILED"]
-        for behavior in ["FAILED", "UNIMPLEMENTED", "NON-STRICT"]:
+        for behavior in ["FAILED", "UNIMPLEMENTED", "NON-STRICT", "INFORMATIONAL"]:
             if not notes[behavior]:
                 continue
             lines.append("%s cases:" % behavior)
             lines.append("")
             for case_id, r in sorted(notes[behavior], key=lambda n: case_key(n[0])):
-                detail = ""
-                report = os.path.join(outdir, r.get("reportfile", ""))
-                if os.path.isfile(report):
-                    with open(report) as f:
-                        detail = json.load(f).get("result", "")
-                lines.append("- %s %s: %s" % (behavior, case_id, detail))
+                lines.append("- %s %s: %s" % (behavior, case_id, describe(outdir, r)))
+            lines.append("")
+        if notes["INFORMATIONAL"]:
+            lines.append(
+                "INFORMATIONAL is Autobahn's verdict for behaviour the RFC leaves to the implementation; "
+                "it never counts as a failure."
+            )
             lines.append("")
         if not notes["FAILED"]:
             lines.append("No FAILED cases.")
