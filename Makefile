@@ -1,7 +1,7 @@
 # midge: the README's two set-up commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run build test test-deps unit bench fmt clean
+.PHONY: run build test test-deps unit bench autobahn fmt clean
 
 run:
 	$(CARGO) build --release
@@ -23,6 +23,11 @@ unit:
 
 bench:
 	bash benches/run.sh
+
+# Autobahn|Testsuite conformance of the WebSocket layer (installs wstest for Python 2.7 via
+# pyenv when missing); writes tests/autobahn/summary.md. Group 9 takes a few minutes.
+autobahn:
+	bash tests/autobahn/run.sh
 
 fmt:
 	$(CARGO) fmt

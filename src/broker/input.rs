@@ -135,7 +135,8 @@ impl Core {
             let Transport::Ws(ws) = &mut conn.transport else { break };
             let Some(rest) = data.get_mut(pos..) else { break };
             match ws.decoder.decode_in_place(rest) {
-                Ok((n, WsEvent::Data(range))) => {
+                // MessageEnd only comes from `for_messages` decoders, never the broker's.
+                Ok((n, WsEvent::Data(range) | WsEvent::MessageEnd(_, range))) => {
                     let (start, end) = (pos + range.start, pos + range.end);
                     pos += n;
                     if let Some(bytes) = data.get_mut(start..end) {

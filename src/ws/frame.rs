@@ -5,8 +5,14 @@
 //! keeps the unconsumed tail and presents it again followed by newly read bytes. At most 131
 //! bytes (2 + 4 mask + 125 payload) are ever left unconsumed. Binary payload bytes, in contrast,
 //! are consumed and unmasked into the MQTT stream as soon as they arrive.
+//!
+//! The broker's decoder (`FrameDecoder::new`) yields one MQTT byte stream and refuses text frames.
+//! `FrameDecoder::for_messages` is the general RFC 6455 variant (text allowed and validated,
+//! message boundaries reported), for tools such as the Autobahn echo server.
 
 use std::fmt;
+
+use super::utf8::Utf8Stream;
 
 /// Why the client's frames are refused; each maps to one close status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +41,8 @@ pub enum WsError {
     InvalidCloseCode(u16),
     /// Close reason not valid UTF-8 (5.5.1): 1007.
     InvalidUtf8,
+    /// Text message not valid UTF-8 (8.1; `for_messages` decoders only): 1007.
+    InvalidText,
 }
 
 impl WsError {
@@ -42,7 +50,7 @@ impl WsError {
     pub fn close_code(&self) -> u16 {
         match self {
             WsError::TextFrame => 1003,
-            WsError::InvalidUtf8 => 1007,
+            WsError::InvalidUtf8 | WsError::InvalidText => 1007,
             WsError::MessageTooBig => 1009,
             WsError::Unmasked
             | WsError::ReservedBits
@@ -72,6 +80,7 @@ impl fmt::Display for WsError {
             WsError::BadClosePayload => f.write_str("close frame with a 1-byte body"),
             WsError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
             WsError::InvalidUtf8 => f.write_str("close reason not UTF-8"),
+            WsError::InvalidText => f.write_str("text message not UTF-8"),
         }
     }
 }
@@ -93,11 +102,22 @@ pub enum WsControl {
 /// costs less than a decoding pass per frame); larger payloads are decoded where they lie.
 const SLIDE_MAX: usize = 512;
 
+/// The opcode a whole message was sent with (reported by `for_messages` decoders).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    Binary,
+}
+
 /// One step of `FrameDecoder::decode_in_place`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsEvent {
-    /// These bytes of the input are unmasked MQTT stream bytes.
+    /// These bytes of the input are unmasked MQTT stream bytes (`for_messages`: payload bytes of
+    /// the current message, which goes on).
     Data(std::ops::Range<usize>),
+    /// `for_messages` decoders only: these bytes (possibly none) end the current message, which
+    /// was of this kind (text: all of it was valid UTF-8).
+    MessageEnd(MessageKind, std::ops::Range<usize>),
     Control(WsControl),
     NeedMore,
 }
@@ -128,6 +148,11 @@ pub struct FrameDecoder {
     message_len: u64,
     /// A close frame was decoded: everything after it is discarded.
     closed: bool,
+    /// `for_messages`: text accepted, message ends reported, no sliding across frames.
+    messages: bool,
+    /// `for_messages`: the current message is text, so its payload is validated.
+    text: bool,
+    utf8: Utf8Stream,
 }
 
 /// A frame header parsed from the front of the input.
@@ -153,7 +178,18 @@ impl FrameDecoder {
             in_message: false,
             message_len: 0,
             closed: false,
+            messages: false,
+            text: false,
+            utf8: Utf8Stream::default(),
         }
+    }
+
+    /// A general RFC 6455 message decoder, not the broker's: text frames are accepted and their
+    /// payload checked as UTF-8 as it arrives (close 1007 on the first invalid byte, RFC 6455 8.1),
+    /// and the last bytes of each message come as `WsEvent::MessageEnd` with the message's kind.
+    /// Data ranges never reach into the next frame.
+    pub fn for_messages(max_message_size: usize) -> Self {
+        FrameDecoder { messages: true, ..FrameDecoder::new(max_message_size) }
     }
 
     /// Take the next step through `input`, unmasking binary payload bytes in place. Returns how
@@ -161,6 +197,7 @@ impl FrameDecoder {
     /// - `WsEvent::Data(range)`: `input[range]` is now plain MQTT stream bytes (the caller decodes
     ///   them right there: no copy unless a packet spans frames);
     /// - `WsEvent::Control(c)`: a complete control frame;
+    /// - `WsEvent::MessageEnd(kind, range)`: `for_messages` decoders only, see there;
     /// - `WsEvent::NeedMore`: the rest of the input is part of a frame header or control frame
     ///   (keep it and call again with more bytes), or the input is exhausted.
     ///
@@ -183,6 +220,9 @@ impl FrameDecoder {
                 }
                 self.mask.rotate_left(n % 4);
                 self.remaining -= n as u64;
+                if self.messages {
+                    return self.message_payload(input, pos..pos + n).map(|event| (pos + n, event));
+                }
                 if self.remaining > 0 {
                     return Ok((pos + n, WsEvent::Data(pos..pos + n)));
                 }
@@ -208,6 +248,20 @@ impl FrameDecoder {
             self.mask = h.mask;
             self.remaining = h.len;
             self.message_len = h.message_len;
+            if self.messages {
+                if h.opcode != OP_CONTINUATION {
+                    self.text = h.opcode == OP_TEXT;
+                    self.utf8.reset();
+                }
+                // An empty frame still ends its message (an empty message, or the empty last
+                // fragment of a longer one).
+                if h.len == 0 {
+                    if let WsEvent::MessageEnd(kind, r) = self.end_message_frame(pos..pos)? {
+                        return Ok((pos, WsEvent::MessageEnd(kind, r)));
+                    }
+                }
+                continue;
+            }
             if h.len == 0 {
                 self.end_data_frame();
             }
@@ -223,7 +277,7 @@ impl FrameDecoder {
         loop {
             let (n, event) = self.decode_in_place(buf.get_mut(pos..).unwrap_or(&mut []))?;
             match event {
-                WsEvent::Data(range) => {
+                WsEvent::Data(range) | WsEvent::MessageEnd(_, range) => {
                     mqtt_out.extend_from_slice(buf.get(pos + range.start..pos + range.end).unwrap_or(&[]));
                     pos += n;
                 }
@@ -265,6 +319,33 @@ impl FrameDecoder {
         }
     }
 
+    /// `for_messages`: the payload bytes at `chunk` were unmasked. Kept out of the broker's path
+    /// (one branch on `messages` there), so its decoding costs what it did before this mode.
+    #[inline(never)]
+    fn message_payload(&mut self, input: &[u8], chunk: std::ops::Range<usize>) -> Result<WsEvent, WsError> {
+        if self.text {
+            self.utf8.push(input.get(chunk.clone()).unwrap_or(&[])).map_err(|_| WsError::InvalidText)?;
+        }
+        if self.remaining > 0 {
+            return Ok(WsEvent::Data(chunk));
+        }
+        self.end_message_frame(chunk)
+    }
+
+    /// `for_messages`: a data frame's payload ended with the bytes `last`. Reports them as the
+    /// end of the message if the frame had FIN (text must then not stop inside a code point).
+    fn end_message_frame(&mut self, last: std::ops::Range<usize>) -> Result<WsEvent, WsError> {
+        if !self.fin {
+            return Ok(WsEvent::Data(last));
+        }
+        self.message_len = 0;
+        if !self.text {
+            return Ok(WsEvent::MessageEnd(MessageKind::Binary, last));
+        }
+        self.utf8.finish().map_err(|_| WsError::InvalidText)?;
+        Ok(WsEvent::MessageEnd(MessageKind::Text, last))
+    }
+
     /// Parse and validate a header at the front of `buf`; `None` if not all of it is there yet.
     /// Everything decidable from the first two bytes is checked before waiting for the rest.
     fn parse_header(&self, buf: &[u8]) -> Result<Option<Header>, WsError> {
@@ -291,7 +372,7 @@ impl FrameDecoder {
         match opcode {
             OP_CONTINUATION if !self.in_message => return Err(WsError::UnexpectedContinuation),
             OP_TEXT | OP_BINARY if self.in_message => return Err(WsError::UnfinishedMessage),
-            OP_TEXT => return Err(WsError::TextFrame),
+            OP_TEXT if !self.messages => return Err(WsError::TextFrame),
             _ => {}
         }
         let (len, len_size) = match len7 {
@@ -408,8 +489,18 @@ pub fn encode_binary_header(payload_len: usize, out: &mut Vec<u8>) {
 /// An unmasked, FIN binary frame header for `payload_len` bytes, on the stack: the header bytes
 /// are the first `.1` of the array.
 pub fn binary_header(payload_len: usize) -> ([u8; 10], usize) {
+    data_header(OP_BINARY, payload_len)
+}
+
+/// An unmasked, FIN text frame header for `payload_len` bytes, like `binary_header` (the broker
+/// never sends text [MQTT-6.0.0-1]; for tools such as the Autobahn echo server).
+pub fn text_header(payload_len: usize) -> ([u8; 10], usize) {
+    data_header(OP_TEXT, payload_len)
+}
+
+fn data_header(opcode: u8, payload_len: usize) -> ([u8; 10], usize) {
     let mut h = [0u8; 10];
-    h[0] = 0x80 | OP_BINARY;
+    h[0] = 0x80 | opcode;
     if payload_len <= 125 {
         h[1] = payload_len as u8;
         (h, 2)

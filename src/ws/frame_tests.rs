@@ -465,6 +465,7 @@ fn close_codes_of_every_error() {
         (BadClosePayload, 1002),
         (InvalidCloseCode(1005), 1002),
         (InvalidUtf8, 1007),
+        (InvalidText, 1007),
     ];
     for (e, code) in cases {
         assert_eq!(e.close_code(), code, "{e}");
@@ -566,4 +567,242 @@ fn a_control_frame_ends_the_run_and_comes_next() {
     assert_eq!(event, WsEvent::Control(WsControl::Ping(b"hi".to_vec())));
     let (_, event) = dec.decode_in_place(&mut input[n + m..]).unwrap();
     assert!(matches!(event, WsEvent::Data(ref r) if r.len() == 2));
+}
+
+/// What a `for_messages` user observes: whole messages, control frames, the error that stopped it.
+#[derive(Debug, Default, PartialEq)]
+struct Messages {
+    done: Vec<(MessageKind, Vec<u8>)>,
+    /// Payload of the message still in progress.
+    partial: Vec<u8>,
+    controls: Vec<WsControl>,
+    error: Option<WsError>,
+}
+
+/// Feed `chunks` to a `for_messages` decoder the way the echo server does: decode in place, keep
+/// the unconsumed tail, append the next read.
+fn feed_messages(max: usize, chunks: &[&[u8]]) -> Messages {
+    let mut dec = FrameDecoder::for_messages(max);
+    let mut seen = Messages::default();
+    let mut pending: Vec<u8> = Vec::new();
+    for chunk in chunks {
+        pending.extend_from_slice(chunk);
+        let mut pos = 0;
+        loop {
+            let (n, event) = match dec.decode_in_place(&mut pending[pos..]) {
+                Ok(step) => step,
+                Err(e) => {
+                    seen.error = Some(e);
+                    return seen;
+                }
+            };
+            let base = pos;
+            pos += n;
+            match event {
+                WsEvent::Data(r) => {
+                    assert!(!r.is_empty(), "Data is never empty");
+                    seen.partial.extend_from_slice(&pending[base + r.start..base + r.end]);
+                }
+                WsEvent::MessageEnd(kind, r) => {
+                    seen.partial.extend_from_slice(&pending[base + r.start..base + r.end]);
+                    seen.done.push((kind, std::mem::take(&mut seen.partial)));
+                }
+                WsEvent::Control(c) => seen.controls.push(c),
+                WsEvent::NeedMore => break,
+            }
+        }
+        pending.drain(..pos);
+        assert!(pending.len() <= 131);
+    }
+    seen
+}
+
+fn text(payload: &[u8]) -> Vec<u8> {
+    frame(true, 0x1, payload)
+}
+
+fn messages_error(input: &[u8]) -> Option<WsError> {
+    feed_messages(1 << 20, &[input]).error
+}
+
+#[test]
+fn rfc6455_5_6_for_messages_accepts_text_and_reports_each_message() {
+    let s = [text("h\u{e9}llo".as_bytes()), bin(b"\x00\xff"), text(b""), bin(b""), text(b"z")].concat();
+    let seen = feed_messages(100, &[&s]);
+    assert_eq!(seen.error, None);
+    let expected: Vec<(MessageKind, Vec<u8>)> = vec![
+        (MessageKind::Text, "h\u{e9}llo".into()),
+        (MessageKind::Binary, vec![0x00, 0xff]),
+        (MessageKind::Text, vec![]),
+        (MessageKind::Binary, vec![]),
+        (MessageKind::Text, b"z".to_vec()),
+    ];
+    assert_eq!(seen.done, expected);
+    assert!(seen.partial.is_empty());
+}
+
+#[test]
+fn broker_decoder_still_refuses_text_after_for_messages_exists() {
+    assert_eq!(error_of(&text(b"hi")), WsError::TextFrame);
+}
+
+#[test]
+fn rfc6455_5_4_for_messages_reassembles_fragments_with_interleaved_control() {
+    let s = [
+        frame(false, 0x1, b"fr"),
+        frame(true, 0x9, b"ping"),
+        frame(false, 0x0, b""),
+        frame(false, 0x0, b"ag"),
+        frame(true, 0xA, b""),
+        frame(true, 0x0, b"ments"),
+        frame(false, 0x2, b"\x01"),
+        frame(true, 0x0, b""),
+    ]
+    .concat();
+    let seen = feed_messages(100, &[&s]);
+    assert_eq!(seen.error, None);
+    assert_eq!(seen.done, vec![(MessageKind::Text, b"fragments".to_vec()), (MessageKind::Binary, vec![1])]);
+    assert_eq!(seen.controls, vec![WsControl::Ping(b"ping".to_vec()), WsControl::Pong]);
+}
+
+#[test]
+fn for_messages_data_never_reaches_into_the_next_frame() {
+    // The broker's decoder slides these into one range; a message decoder must not.
+    let mut input = [bin(b"ab"), bin(b"cd")].concat();
+    let mut dec = FrameDecoder::for_messages(100);
+    let (n, event) = dec.decode_in_place(&mut input).unwrap();
+    assert_eq!(event, WsEvent::MessageEnd(MessageKind::Binary, 6..8));
+    assert_eq!(&input[6..8], b"ab");
+    let (m, event) = dec.decode_in_place(&mut input[n..]).unwrap();
+    assert_eq!(event, WsEvent::MessageEnd(MessageKind::Binary, 6..8));
+    assert_eq!(n + m, input.len());
+}
+
+#[test]
+fn rfc6455_8_1_invalid_utf8_text_closes_1007() {
+    for bad in [&b"\xff"[..], b"ab\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"ok\xe2\x82"] {
+        let e = messages_error(&text(bad));
+        assert_eq!(e, Some(WsError::InvalidText), "{bad:02x?}");
+        assert_eq!(WsError::InvalidText.close_code(), 1007);
+    }
+    // Ending a fragmented message inside a code point, through an empty last fragment too.
+    let s = [frame(false, 0x1, b"\xe2\x82"), frame(true, 0x0, b"")].concat();
+    assert_eq!(messages_error(&s), Some(WsError::InvalidText));
+}
+
+#[test]
+fn rfc6455_8_1_utf8_split_across_fragments_and_reads_is_valid() {
+    let t = "\u{3ba}\u{1f79}\u{3c3}\u{3bc}\u{3b5} \u{1f600}".as_bytes();
+    for cut in 0..=t.len() {
+        let s = [frame(false, 0x1, &t[..cut]), frame(true, 0x0, &t[cut..])].concat();
+        for split in 0..=s.len() {
+            let seen = feed_messages(100, &[&s[..split], &s[split..]]);
+            assert_eq!(seen.error, None, "cut {cut} split {split}");
+            assert_eq!(seen.done, vec![(MessageKind::Text, t.to_vec())]);
+        }
+    }
+}
+
+#[test]
+fn rfc6455_8_1_invalid_utf8_fails_before_the_frame_is_complete() {
+    // Valid first fragment, then a frame whose invalid bytes come first and whose rest has not
+    // arrived: the decoder must not wait for the rest (Autobahn 6.4.x "fail fast").
+    let first = frame(false, 0x1, "\u{3ba}\u{1f79}".as_bytes());
+    let second = frame(true, 0x0, &[&b"\xf4\x90\x80\x80"[..], &[b'a'; 100]].concat());
+    let seen = feed_messages(1000, &[&first, &second[..2 + 4 + 4]]);
+    assert_eq!(seen.error, Some(WsError::InvalidText));
+    // Byte by byte: refused on the byte that makes the text hopeless (0x90 after 0xF4).
+    let f = text(b"ab\xf4\x90\x80\x80cd");
+    let chunks: Vec<&[u8]> = f.chunks(1).collect();
+    let mut dec = FrameDecoder::for_messages(100);
+    let mut buf = Vec::new();
+    let mut failed_at = None;
+    for (i, c) in chunks.iter().enumerate() {
+        buf.extend_from_slice(c);
+        match dec.decode_in_place(&mut buf) {
+            Ok((n, _)) => drop(buf.drain(..n)),
+            Err(e) => {
+                failed_at = Some((i, e));
+                break;
+            }
+        }
+    }
+    assert_eq!(failed_at, Some((6 + 3, WsError::InvalidText)));
+}
+
+#[test]
+fn rfc6455_5_4_for_messages_keeps_fragmentation_rules() {
+    let s = [frame(false, 0x1, b"a"), text(b"b")].concat();
+    assert_eq!(messages_error(&s), Some(WsError::UnfinishedMessage));
+    assert_eq!(messages_error(&frame(true, 0x0, b"a")), Some(WsError::UnexpectedContinuation));
+    let s = [frame(false, 0x1, b"a"), frame(true, 0x1, b"b")].concat();
+    assert_eq!(messages_error(&s), Some(WsError::UnfinishedMessage));
+}
+
+#[test]
+fn for_messages_max_message_size_closes_1009() {
+    let s = [frame(false, 0x1, &[b'a'; 60]), frame(true, 0x0, &[b'b'; 41])].concat();
+    assert_eq!(feed_messages(100, &[&s]).error, Some(WsError::MessageTooBig));
+}
+
+#[test]
+fn for_messages_stream_split_at_every_point_yields_same_messages() {
+    let big: Vec<u8> = "\u{20ac}\u{e9}x".repeat(200).into_bytes();
+    let s = [
+        text(&big),
+        frame(false, 0x2, b"\x00\x01"),
+        frame(true, 0x9, b"p"),
+        frame(true, 0x0, &[7u8; 300]),
+        frame(false, 0x1, &big[..5]),
+        frame(false, 0x0, &big[5..600]),
+        frame(true, 0x0, &big[600..]),
+        text(b""),
+        frame(true, 0x8, &[0x03, 0xE8]),
+    ]
+    .concat();
+    let whole = feed_messages(10_000, &[&s]);
+    assert_eq!(whole.error, None);
+    assert_eq!(whole.done.len(), 4);
+    assert_eq!(whole.done[0], (MessageKind::Text, big.clone()));
+    assert_eq!(whole.done[1], (MessageKind::Binary, [&b"\x00\x01"[..], &[7u8; 300]].concat()));
+    assert_eq!(whole.done[2], (MessageKind::Text, big.clone()));
+    assert_eq!(whole.controls, vec![WsControl::Ping(b"p".to_vec()), WsControl::Close { code: Some(1000) }]);
+    for a in (0..=s.len()).step_by(7) {
+        assert_eq!(feed_messages(10_000, &[&s[..a], &s[a..]]), whole, "split {a}");
+    }
+    let chunks: Vec<&[u8]> = s.chunks(1).collect();
+    assert_eq!(feed_messages(10_000, &chunks), whole);
+}
+
+#[test]
+fn rfc6455_5_6_encode_text_header_length_forms() {
+    let hdr = |n: usize| {
+        let (h, len) = text_header(n);
+        h[..len].to_vec()
+    };
+    assert_eq!(hdr(0), [0x81, 0]);
+    assert_eq!(hdr(125), [0x81, 125]);
+    assert_eq!(hdr(126), [0x81, 126, 0, 126]);
+    assert_eq!(hdr(65536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+}
+
+#[test]
+fn for_messages_random_bytes_never_panic() {
+    let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
+    for round in 0..20_000 {
+        let len = (rng.next() % 64) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        // Plausible headers (text and continuation opcodes included) to reach deeper states.
+        if round % 2 == 0 {
+            let mut i = 0;
+            while i + 1 < bytes.len() {
+                bytes[i] &= 0x8F;
+                bytes[i + 1] = (bytes[i + 1] | 0x80) & 0x8F;
+                i += 6 + (rng.next() % 12) as usize;
+            }
+        }
+        let max = [0usize, 1, 10, 1000, usize::MAX][round % 5];
+        let cuts: Vec<&[u8]> = bytes.chunks(1 + (rng.next() % 9) as usize).collect();
+        let _ = feed_messages(max, &cuts);
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod frame;
 pub mod handshake;
+pub mod utf8;
 
-pub use frame::{FrameDecoder, WsControl, WsError, WsEvent};
+pub use frame::{FrameDecoder, MessageKind, WsControl, WsError, WsEvent};
 pub use handshake::{HandshakeConfig, HandshakeError, HandshakeOutcome};
