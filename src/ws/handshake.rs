@@ -148,10 +148,13 @@ pub fn handle_request(buf: &[u8], config: &HandshakeConfig, peer_ip: &str) -> Ha
     use HandshakeError::*;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let consumed = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= config.max_request_bytes => n,
-        Ok(httparse::Status::Complete(_)) => return reject(HeadTooLarge),
-        // Re-parsing from the start on every read is bounded by max_request_bytes.
+    // Only the first max_request_bytes bytes are parsed: the outcome must not depend on how the
+    // head was cut into reads (a whole buffer could otherwise show a syntax error past the limit
+    // that a reader fed in pieces never reaches, having refused with 431 first). It also bounds
+    // re-parsing from the start on every read.
+    let window = buf.get(..config.max_request_bytes).unwrap_or(buf);
+    let consumed = match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > config.max_request_bytes => return reject(HeadTooLarge),
         Ok(httparse::Status::Partial) => return HandshakeOutcome::Partial,
         Err(httparse::Error::TooManyHeaders) => return reject(TooManyHeaders),
