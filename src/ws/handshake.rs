@@ -170,6 +170,9 @@ pub fn handle_request(buf: &[u8], config: &HandshakeConfig, peer_ip: &str) -> Ha
         return reject(HttpVersion);
     }
     let h = Headers(req.headers);
+    if h.any_not_utf8() {
+        return reject(Malformed);
+    }
     let Some(host) = h.first("host") else {
         return reject(MissingHost);
     };
@@ -243,11 +246,31 @@ pub fn accept_key(key: &str) -> String {
     STANDARD.encode(sha.finalize())
 }
 
-/// Header lookups over httparse's parsed array; values are trimmed text (non-UTF-8 values are
-/// treated as absent: none of the headers we read may legitimately carry such bytes).
+/// Headers the handshake reads. None of them may legitimately carry bytes that are not UTF-8.
+const READ_HEADERS: [&str; 9] = [
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "origin",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
+/// Header lookups over httparse's parsed array; values are trimmed text. Non-UTF-8 values are
+/// skipped by the lookups, so `handle_request` refuses them first (`any_not_utf8`): skipped, a
+/// garbage second Sec-WebSocket-Key or a garbage Origin would pass unseen.
 struct Headers<'h, 'b>(&'h [httparse::Header<'b>]);
 
 impl<'h, 'b> Headers<'h, 'b> {
+    fn any_not_utf8(&self) -> bool {
+        self.0.iter().any(|h| {
+            READ_HEADERS.iter().any(|n| h.name.eq_ignore_ascii_case(n)) && std::str::from_utf8(h.value).is_err()
+        })
+    }
+
     fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'b str> + 's {
         self.0
             .iter()

@@ -137,6 +137,28 @@ fn head_over_max_request_bytes_is_431_however_it_is_read() {
     }
 }
 
+/// Found by fuzzing (http_upgrade): a second Sec-WebSocket-Key that was not UTF-8 was skipped
+/// as absent, so a request with two keys was accepted; a garbage Origin passed the allow list.
+#[test]
+fn header_values_read_must_be_utf8_else_400() {
+    let mut twice = upgrade(&[], &[]);
+    twice.truncate(twice.len() - 2);
+    twice.extend_from_slice(b"Sec-WebSocket-Key: dGhl\xd3\xd3\r\n\r\n");
+    assert_eq!(rejected(run(&twice)).0, HandshakeError::Malformed);
+
+    let config = HandshakeConfig { allowed_origins: vec!["http://ok.example".into()], ..HandshakeConfig::default() };
+    let mut origin = upgrade(&[], &[]);
+    origin.truncate(origin.len() - 2);
+    origin.extend_from_slice(b"Origin: http://\xff\r\n\r\n");
+    assert_eq!(rejected(handle_request(&origin, &config, "10.0.0.1")).0, HandshakeError::Malformed);
+
+    // Headers the handshake does not read may carry any bytes.
+    let mut other = upgrade(&[], &[]);
+    other.truncate(other.len() - 2);
+    other.extend_from_slice(b"X-Opaque: \xff\xfe\r\n\r\n");
+    assert!(matches!(run(&other), HandshakeOutcome::Accept { .. }));
+}
+
 #[test]
 fn too_many_headers_is_431() {
     let lines: Vec<String> = (0..40).map(|i| format!("X-H{i}: v")).collect();
