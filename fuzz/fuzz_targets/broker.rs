@@ -460,6 +460,8 @@ impl Write for Client {
 /// The clients, fuzzed slots first, then the probes of the final check.
 struct Net {
     clients: Vec<Option<Client>>,
+    /// What each slot's last closed connection received (the probes look at a refused one).
+    gone: Vec<Option<Received>>,
 }
 
 impl Net {
@@ -477,10 +479,14 @@ impl Sockets for Net {
 
     fn closed(&mut self, token: usize) {
         trace!("    connection {token} closed");
-        for slot in &mut self.clients {
+        for (i, slot) in self.clients.iter_mut().enumerate() {
             if slot.as_ref().is_some_and(|c| c.token == token) {
                 if let Some(c) = slot.take() {
                     c.received.finish(!c.ever_limited);
+                    if self.gone.len() <= i {
+                        self.gone.resize_with(i + 1, || None);
+                    }
+                    self.gone[i] = Some(c.received);
                 }
             }
         }
@@ -771,11 +777,14 @@ impl World {
     }
 
     fn received_of(&self, slot: usize, kind: Kind) -> &Received {
-        let c = self.net.clients[slot].as_ref().expect("probe connection closed");
+        let received = match &self.net.clients[slot] {
+            Some(c) => &c.received,
+            None => self.net.gone.get(slot).and_then(Option::as_ref).expect("probe connection never opened"),
+        };
         if let Kind::Ws(_) = kind {
-            assert_eq!(c.received.http_status, Some(101), "fresh WebSocket client not upgraded");
+            assert_eq!(received.http_status, Some(101), "fresh WebSocket client not upgraded");
         }
-        &c.received
+        received
     }
 }
 
@@ -813,7 +822,7 @@ fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let mut world = World {
         broker: Broker::new(&config),
-        net: Net { clients: (0..SLOTS).map(|_| None).collect() },
+        net: Net { clients: (0..SLOTS).map(|_| None).collect(), gone: Vec::new() },
         now: start,
         start,
         allow_anonymous: config.allow_anonymous,
