@@ -1,7 +1,7 @@
 # midge: the README's two set-up commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run build test test-deps unit bench fmt clean
+.PHONY: run build test test-deps unit bench fuzz fmt clean
 
 run:
 	$(CARGO) build --release
@@ -23,6 +23,11 @@ unit:
 
 bench:
 	bash benches/run.sh
+
+# Each cargo-fuzz target for FUZZ_SECONDS (default 60) seconds; needs the nightly toolchain and
+# installs cargo-fuzz if missing. Fails on any crash. See fuzz/run.sh.
+fuzz:
+	bash fuzz/run.sh
 
 fmt:
 	$(CARGO) fmt
