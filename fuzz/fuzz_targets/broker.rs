@@ -188,6 +188,11 @@ mod adapter {
             assert!(held <= INPUT_BOUND, "{held} bytes of input held for {token}");
         }
 
+        /// The broker is stopping: every connection closes.
+        pub fn shutdown(&mut self) {
+            self.core.shutdown();
+        }
+
         pub fn connection_count(&self) -> usize {
             self.core.connection_count()
         }
@@ -843,9 +848,14 @@ fuzz_target!(|data: &[u8]| {
     world.probe(Kind::Tcp);
     world.probe(Kind::Ws(0));
 
-    for token in world.net.clients.iter().flatten().map(|c| c.token).collect::<Vec<_>>() {
-        world.broker.hangup(token, None);
+    // The end: every client hangs up, or the broker stops (config bit 7 picks).
+    if cfg & 0x80 == 0 {
+        for token in world.net.clients.iter().flatten().map(|c| c.token).collect::<Vec<_>>() {
+            world.broker.hangup(token, None);
+        }
+    } else {
+        world.broker.shutdown();
     }
     world.turn();
-    assert_eq!(world.broker.connection_count(), 0, "connections left after every client hung up");
+    assert_eq!(world.broker.connection_count(), 0, "connections left after the end");
 });
