@@ -1,7 +1,7 @@
 # midge: the README's two set-up commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run build test test-deps unit bench autobahn fmt clean
+.PHONY: run build test test-deps unit bench autobahn fuzz fmt clean
 
 run:
 	$(CARGO) build --release
@@ -25,9 +25,14 @@ bench:
 	bash benches/run.sh
 
 # Autobahn|Testsuite conformance of the WebSocket layer (installs wstest for Python 2.7 via
-# pyenv when missing); writes tests/autobahn/summary.md. Group 9 takes a few minutes.
+# pyenv when missing); writes tests/autobahn/summary.md. Takes about 15 s.
 autobahn:
 	bash tests/autobahn/run.sh
+
+# Each cargo-fuzz target for FUZZ_SECONDS (default 60) seconds; needs the nightly toolchain and
+# installs cargo-fuzz if missing. Fails on any crash. See fuzz/run.sh.
+fuzz:
+	bash fuzz/run.sh
 
 fmt:
 	$(CARGO) fmt

@@ -152,10 +152,13 @@ pub fn handle_request(buf: &[u8], config: &HandshakeConfig, peer_ip: &str) -> Ha
     use HandshakeError::*;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let consumed = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= config.max_request_bytes => n,
-        Ok(httparse::Status::Complete(_)) => return reject(HeadTooLarge),
-        // Re-parsing from the start on every read is bounded by max_request_bytes.
+    // Only the first max_request_bytes bytes are parsed: the outcome must not depend on how the
+    // head was cut into reads (a whole buffer could otherwise show a syntax error past the limit
+    // that a reader fed in pieces never reaches, having refused with 431 first). It also bounds
+    // re-parsing from the start on every read.
+    let window = buf.get(..config.max_request_bytes).unwrap_or(buf);
+    let consumed = match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > config.max_request_bytes => return reject(HeadTooLarge),
         Ok(httparse::Status::Partial) => return HandshakeOutcome::Partial,
         Err(httparse::Error::TooManyHeaders) => return reject(TooManyHeaders),
@@ -171,6 +174,9 @@ pub fn handle_request(buf: &[u8], config: &HandshakeConfig, peer_ip: &str) -> Ha
         return reject(HttpVersion);
     }
     let h = Headers(req.headers);
+    if h.any_not_utf8() {
+        return reject(Malformed);
+    }
     let Some(host) = h.first("host") else {
         return reject(MissingHost);
     };
@@ -244,11 +250,31 @@ pub fn accept_key(key: &str) -> String {
     STANDARD.encode(sha.finalize())
 }
 
-/// Header lookups over httparse's parsed array; values are trimmed text (non-UTF-8 values are
-/// treated as absent: none of the headers we read may legitimately carry such bytes).
+/// Headers the handshake reads. None of them may legitimately carry bytes that are not UTF-8.
+const READ_HEADERS: [&str; 9] = [
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "origin",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
+/// Header lookups over httparse's parsed array; values are trimmed text. Non-UTF-8 values are
+/// skipped by the lookups, so `handle_request` refuses them first (`any_not_utf8`): skipped, a
+/// garbage second Sec-WebSocket-Key or a garbage Origin would pass unseen.
 struct Headers<'h, 'b>(&'h [httparse::Header<'b>]);
 
 impl<'h, 'b> Headers<'h, 'b> {
+    fn any_not_utf8(&self) -> bool {
+        self.0.iter().any(|h| {
+            READ_HEADERS.iter().any(|n| h.name.eq_ignore_ascii_case(n)) && std::str::from_utf8(h.value).is_err()
+        })
+    }
+
     fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'b str> + 's {
         self.0
             .iter()

@@ -120,6 +120,45 @@ fn head_over_max_request_bytes_is_431() {
     assert_eq!(e, HandshakeError::HeadTooLarge);
 }
 
+/// Found by fuzzing (http_upgrade): a malformed line past the limit made the whole head a 400
+/// while the same bytes read in pieces were refused with 431 once the limit was passed.
+#[test]
+fn head_over_max_request_bytes_is_431_however_it_is_read() {
+    let config = HandshakeConfig { max_request_bytes: 64, ..HandshakeConfig::default() };
+    let mut head = b"GET /mqtt HTTP/1.1\r\nHost: ".to_vec();
+    head.extend_from_slice(&[b'h'; 60]);
+    head.extend_from_slice(b"\r\n\x01bad\r\n\r\n");
+    for cut in 1..head.len() {
+        let mut outcome = handle_request(&head[..cut], &config, "10.0.0.1");
+        if outcome == HandshakeOutcome::Partial {
+            outcome = handle_request(&head, &config, "10.0.0.1");
+        }
+        assert_eq!(rejected(outcome).0, HandshakeError::HeadTooLarge, "first read of {cut} bytes");
+    }
+}
+
+/// Found by fuzzing (http_upgrade): a second Sec-WebSocket-Key that was not UTF-8 was skipped
+/// as absent, so a request with two keys was accepted; a garbage Origin passed the allow list.
+#[test]
+fn header_values_read_must_be_utf8_else_400() {
+    let mut twice = upgrade(&[], &[]);
+    twice.truncate(twice.len() - 2);
+    twice.extend_from_slice(b"Sec-WebSocket-Key: dGhl\xd3\xd3\r\n\r\n");
+    assert_eq!(rejected(run(&twice)).0, HandshakeError::Malformed);
+
+    let config = HandshakeConfig { allowed_origins: vec!["http://ok.example".into()], ..HandshakeConfig::default() };
+    let mut origin = upgrade(&[], &[]);
+    origin.truncate(origin.len() - 2);
+    origin.extend_from_slice(b"Origin: http://\xff\r\n\r\n");
+    assert_eq!(rejected(handle_request(&origin, &config, "10.0.0.1")).0, HandshakeError::Malformed);
+
+    // Headers the handshake does not read may carry any bytes.
+    let mut other = upgrade(&[], &[]);
+    other.truncate(other.len() - 2);
+    other.extend_from_slice(b"X-Opaque: \xff\xfe\r\n\r\n");
+    assert!(matches!(run(&other), HandshakeOutcome::Accept { .. }));
+}
+
 #[test]
 fn too_many_headers_is_431() {
     let lines: Vec<String> = (0..40).map(|i| format!("X-H{i}: v")).collect();
