@@ -186,7 +186,15 @@ impl InflightWindow {
         debug_assert!(!self.contains(packet_id), "packet id {packet_id} already in flight");
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.by_id.entry(packet_id).insert_entry(Inflight { seq, packet_id, state, out: Some(out) }).into_mut()
+        match self.by_id.entry(packet_id) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.insert(Inflight { seq, packet_id, state, out: Some(out) });
+                e.into_mut()
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Inflight { seq, packet_id, state, out: Some(out) })
+            }
+        }
     }
 
     /// Every entry in send order (for resending on resume). O(n log n): once per reconnect.

@@ -345,6 +345,7 @@ fn frames_in(dec: &mut FrameDecoder, buf: &mut [u8], seen: &mut Frames) -> usize
                 pos += n;
             }
             Ok((n, WsEvent::NeedMore)) => return pos + n,
+            Ok((_, WsEvent::MessageEnd(..))) => panic!("the broker's decoder reported a message end"),
             Err(e) => {
                 seen.error = Some(e);
                 return buf.len();
