@@ -589,11 +589,15 @@ impl Core {
         }
     }
 
-    /// Close every connection (the broker is stopping).
+    /// Close every connection (the broker is stopping); lingering ones are finished at once.
     pub fn shutdown(&mut self) {
-        let tokens: Vec<usize> = self.conns.iter().map(|(t, _)| t).collect();
-        for token in tokens {
-            self.close(token, CloseReason::Shutdown);
+        let tokens: Vec<(usize, bool)> = self.conns.iter().map(|(t, c)| (t, c.closing)).collect();
+        for (token, lingering) in tokens {
+            if lingering {
+                self.finished.push(token);
+            } else {
+                self.close(token, CloseReason::Shutdown);
+            }
         }
     }
 
@@ -681,6 +685,7 @@ impl Core {
 
 mod flow;
 mod input;
+mod invariants;
 mod packets;
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ impl Harness {
             out.write_to(&mut wire).unwrap();
         }
         self.core.take_dirty();
+        if let Err(e) = self.core.check_invariants() {
+            panic!("broken invariant: {e}");
+        }
         let mut packets = Vec::new();
         let mut pos = 0;
         while let Ok(Some((_, n))) = decode_packet(&wire[pos..], ProtocolLevel::V311, MAX) {
