@@ -299,6 +299,11 @@ impl Router {
         true
     }
 
+    /// Trie nodes in use, the root included (for tests of what subscriptions cost).
+    pub fn node_count(&self) -> usize {
+        self.arena.nodes.len() - self.arena.free.len()
+    }
+
     /// Changes whenever the subscriptions change.
     pub fn generation(&self) -> u64 {
         self.generation

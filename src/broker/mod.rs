@@ -690,3 +690,7 @@ mod packets;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "limits_tests.rs"]
+mod limits_tests;

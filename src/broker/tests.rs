@@ -11,30 +11,36 @@ use crate::mqtt::{
 };
 use crate::session::Session;
 
-struct Harness {
-    core: Core,
-    now: Instant,
+pub(super) struct Harness {
+    pub core: Core,
+    pub now: Instant,
 }
 
-const MAX: usize = 1 << 20;
+pub(super) const MAX: usize = 1 << 20;
 
 impl Harness {
-    fn new() -> Self {
-        let config = Config { max_inflight: 2, max_queued: 3, ..Config::default() };
+    pub fn new() -> Self {
+        Harness::with(|_| {})
+    }
+
+    /// A core whose config `tweak` adjusted (starting from in-flight 2, queue 3).
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config { max_inflight: 2, max_queued: 3, ..Config::default() };
+        tweak(&mut config);
         Harness { core: Core::new(&config), now: Instant::now() }
     }
 
-    fn open(&mut self) -> usize {
+    pub fn open(&mut self) -> usize {
         self.core.accept(0, ListenerKind::Tcp, "127.0.0.1:1".parse().unwrap(), self.now).unwrap()
     }
 
-    fn send(&mut self, token: usize, packet: &Packet<'_>) {
+    pub fn send(&mut self, token: usize, packet: &Packet<'_>) {
         let mut bytes = Vec::new();
         encode_packet(packet, ProtocolLevel::V311, &mut bytes);
         self.core.handle_input(token, &mut bytes, self.now);
     }
 
-    fn connect(&mut self, id: &str, clean: bool) -> (usize, Vec<Vec<u8>>) {
+    pub fn connect(&mut self, id: &str, clean: bool) -> (usize, Vec<Vec<u8>>) {
         let t = self.open();
         let c = Connect {
             level: ProtocolLevel::V311,
@@ -51,11 +57,12 @@ impl Harness {
     }
 
     /// Raw packets written to `token` since the last call.
-    fn received(&mut self, token: usize) -> Vec<Vec<u8>> {
+    pub fn received(&mut self, token: usize) -> Vec<Vec<u8>> {
         let mut wire = Vec::new();
         if let Some(out) = self.core.output(token) {
             out.write_to(&mut wire).unwrap();
         }
+        self.core.wrote(token, wire.len(), self.now);
         self.core.take_dirty();
         if let Err(e) = self.core.check_invariants() {
             panic!("broken invariant: {e}");
@@ -70,27 +77,27 @@ impl Harness {
         packets
     }
 
-    fn is_closed(&self, token: usize) -> bool {
+    pub fn is_closed(&self, token: usize) -> bool {
         self.core.conns.get(token).is_none_or(|c| c.closing)
     }
 
-    fn subscribe(&mut self, token: usize, filter: &str, qos: QoS) {
+    pub fn subscribe(&mut self, token: usize, filter: &str, qos: QoS) {
         self.send(token, &Packet::Subscribe(Subscribe { packet_id: 1, filters: vec![(filter, qos)] }));
         let acks = self.received(token);
         assert_eq!(decode(&acks[0]), Packet::Suback { packet_id: 1, return_codes: vec![qos as u8] });
     }
 
-    fn publish(&mut self, token: usize, topic: &str, payload: &[u8], qos: QoS, id: u16, retain: bool) {
+    pub fn publish(&mut self, token: usize, topic: &str, payload: &[u8], qos: QoS, id: u16, retain: bool) {
         let packet_id = if qos == QoS::AtMostOnce { None } else { Some(id) };
         self.send(token, &Packet::Publish(Publish { dup: false, qos, retain, topic, packet_id, payload }));
     }
 }
 
-fn decode(bytes: &[u8]) -> Packet<'_> {
+pub(super) fn decode(bytes: &[u8]) -> Packet<'_> {
     decode_packet(bytes, ProtocolLevel::V311, MAX).unwrap().unwrap().0
 }
 
-fn publish_of(bytes: &[u8]) -> Publish<'_> {
+pub(super) fn publish_of(bytes: &[u8]) -> Publish<'_> {
     match decode(bytes) {
         Packet::Publish(p) => p,
         other => panic!("expected PUBLISH, got {other:?}"),

@@ -1,0 +1,330 @@
+//! Limits, backpressure, timeouts and memory accounting against the sans-IO core: each test
+//! is named after the rule or attack it proves bounded.
+//! Test-only: included under #[cfg(test)] by the parent module.
+
+use std::time::Duration;
+
+use super::tests::{decode, publish_of, Harness};
+use super::*;
+use crate::mqtt::{encode_packet, Connect, Packet, ProtocolLevel, QoS, Subscribe, Will, SUBACK_FAILURE};
+
+fn suback_codes(bytes: &[u8]) -> Vec<u8> {
+    match decode(bytes) {
+        Packet::Suback { return_codes, .. } => return_codes,
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+fn encoded(packet: &Packet<'_>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode_packet(packet, ProtocolLevel::V311, &mut bytes);
+    bytes
+}
+
+fn publish0(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let p = crate::mqtt::Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic, packet_id: None, payload };
+    encoded(&Packet::Publish(p))
+}
+
+fn connect_with_will(h: &mut Harness, id: &str, will_topic: &str) -> usize {
+    let t = h.open();
+    let will = Will { topic: will_topic, payload: b"gone", qos: QoS::AtMostOnce, retain: false };
+    let c = Connect {
+        level: ProtocolLevel::V311,
+        client_id: id,
+        clean_session: true,
+        keep_alive: 0,
+        will: Some(will),
+        username: None,
+        password: None,
+    };
+    h.send(t, &Packet::Connect(c));
+    h.received(t);
+    t
+}
+
+#[test]
+fn mqtt_3_1_2_24_keep_alive_counts_complete_packets_only() {
+    let mut h = Harness::new();
+    let (t, _) = h.connect("trickle", true); // keep alive 10 s: closed after 15 s of silence
+    let start = h.now;
+    // One byte of a PUBLISH every 4 s: bytes, but never a complete Control Packet.
+    let mut partial = publish0("t", &[0; 100]);
+    for (i, byte) in partial.iter_mut().take(5).enumerate() {
+        let at = start + Duration::from_secs(4 * (i as u64 + 1));
+        h.core.handle_input(t, std::slice::from_mut(byte), at);
+        h.core.handle_timeouts(at);
+    }
+    assert!(h.is_closed(t), "closed 15 s after its last complete packet despite the trickle");
+
+    let (t, _) = h.connect("pinger", true);
+    let start = h.now;
+    for i in 1..=6 {
+        let at = start + Duration::from_secs(10 * i);
+        h.core.handle_input(t, &mut encoded(&Packet::Pingreq), at);
+        h.core.handle_timeouts(at);
+    }
+    assert!(!h.is_closed(t), "complete PINGREQs keep it alive");
+}
+
+#[test]
+fn connect_over_max_connect_packet_size_closes_before_buffering() {
+    let mut h = Harness::with(|c| c.max_connect_packet_size = 1024);
+    let t = h.open();
+    // CONNECT announcing 100 kB: refused from the fixed header, before the body arrives.
+    h.core.handle_input(t, &mut [0x10, 0xA0, 0x8D, 0x06], h.now);
+    assert!(h.is_closed(t));
+    // After CONNECT the normal max_packet_size applies.
+    let (t, _) = h.connect("big", true);
+    h.core.handle_input(t, &mut [0x30, 0xA0, 0x8D, 0x06, 0, 1], h.now);
+    assert!(!h.is_closed(t));
+    assert_eq!(h.core.buffered(t).map(|b| b.0), Some(6), "partial PUBLISH held");
+}
+
+#[test]
+fn subscribe_amplification_filter_over_max_topic_levels_refused_0x80() {
+    let mut h = Harness::new();
+    let (t, _) = h.connect("amp", true);
+    let deep = format!("f1{}", "/".repeat(4000));
+    let s = Subscribe { packet_id: 1, filters: vec![(deep.as_str(), QoS::AtMostOnce), ("ok/+", QoS::AtLeastOnce)] };
+    h.send(t, &Packet::Subscribe(s));
+    assert_eq!(suback_codes(&h.received(t)[0]), vec![SUBACK_FAILURE, 1]);
+    assert_eq!(h.core.router.node_count(), 3, "only the accepted filter built trie nodes");
+    let max = format!("f{}", "/x".repeat(199)); // exactly 200 levels
+    h.send(t, &Packet::Subscribe(Subscribe { packet_id: 2, filters: vec![(max.as_str(), QoS::AtMostOnce)] }));
+    assert_eq!(suback_codes(&h.received(t)[0]), vec![0], "200 levels are allowed, as in mosquitto");
+}
+
+#[test]
+fn publish_topic_over_max_topic_levels_closes() {
+    let mut h = Harness::with(|c| c.max_topic_levels = 3);
+    let (t, _) = h.connect("p", true);
+    h.publish(t, "a/b/c", b"ok", QoS::AtMostOnce, 0, false);
+    assert!(!h.is_closed(t));
+    h.publish(t, "a/b/c/d", b"too deep", QoS::AtMostOnce, 0, false);
+    assert!(h.is_closed(t));
+}
+
+#[test]
+fn max_subscriptions_and_max_subscribe_filters_answer_0x80() {
+    let mut h = Harness::with(|c| {
+        c.max_subscriptions = 3;
+        c.max_subscribe_filters = 4;
+    });
+    let (t, _) = h.connect("many", true);
+    let filters = vec![("a", QoS::AtMostOnce), ("b", QoS::AtMostOnce), ("c", QoS::AtMostOnce), ("d", QoS::AtMostOnce)];
+    let mut five = filters.clone();
+    five.push(("e", QoS::AtMostOnce));
+    h.send(t, &Packet::Subscribe(Subscribe { packet_id: 1, filters: five }));
+    assert_eq!(suback_codes(&h.received(t)[0]), vec![0, 0, 0, SUBACK_FAILURE, SUBACK_FAILURE]);
+    // At the limit, re-subscribing to a held filter still works (it replaces, 3.8.4).
+    let again = vec![("b", QoS::ExactlyOnce)];
+    h.send(t, &Packet::Subscribe(Subscribe { packet_id: 2, filters: again }));
+    assert_eq!(suback_codes(&h.received(t)[0]), vec![2]);
+}
+
+#[test]
+fn message_size_limit_acknowledged_and_dropped() {
+    let mut h = Harness::with(|c| c.message_size_limit = 10);
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "t", b"this payload is too long", QoS::AtLeastOnce, 7, false);
+    assert_eq!(decode(&h.received(p)[0]), Packet::Puback { packet_id: 7 });
+    assert!(h.received(s).is_empty());
+    h.publish(p, "t", b"short", QoS::AtLeastOnce, 8, false);
+    assert_eq!(publish_of(&h.received(s)[0]).payload, b"short");
+    assert_eq!(h.core.stats.dropped_oversize, 1);
+}
+
+/// A subscriber and a publisher that floods it with `count` QoS 0 messages of `size` bytes in
+/// one read, with a 4 KB high watermark.
+fn flood(count: usize, size: usize) -> (Harness, usize, usize) {
+    let mut h = Harness::with(|c| c.output_high_watermark = 4096);
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    let (p, _) = h.connect("p", true);
+    let mut burst: Vec<u8> = (0..count).flat_map(|i| publish0("t", &vec![i as u8; size])).collect();
+    h.core.handle_input(p, &mut burst, h.now);
+    (h, s, p)
+}
+
+#[test]
+fn overload_pauses_the_publisher_and_a_reading_subscriber_loses_nothing() {
+    let (mut h, s, p) = flood(100, 1000);
+    assert!(!h.core.wants_input(p), "publisher paused while the subscriber is behind");
+    let (_, queued) = h.core.buffered(s).unwrap();
+    assert!(queued <= 4096 + 1010, "subscriber output bounded near the watermark: {queued}");
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got.extend(h.received(s));
+        for token in h.core.take_resumed() {
+            h.core.resume(token, h.now);
+        }
+        if got.len() == 100 {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 100, "every message delivered once the subscriber reads");
+    for (i, bytes) in got.iter().enumerate() {
+        assert_eq!(publish_of(bytes).payload[0], i as u8, "in order");
+    }
+    assert_eq!(h.core.stats.dropped_qos0_slow, 0);
+    assert!(h.core.wants_input(p));
+}
+
+#[test]
+fn slow_consumer_after_grace_drops_qos0_and_releases_the_publisher() {
+    let (mut h, s, p) = flood(100, 1000);
+    assert!(!h.core.wants_input(p));
+    h.core.handle_timeouts(h.now + SLOW_GRACE + Duration::from_millis(1));
+    assert_eq!(h.core.take_resumed(), vec![p], "publisher goes on without the slow consumer");
+    h.core.resume(p, h.now);
+    assert!(h.core.wants_input(p));
+    assert!(h.core.stats.dropped_qos0_slow > 80, "dropped: {}", h.core.stats.dropped_qos0_slow);
+    let (_, queued) = h.core.buffered(s).unwrap();
+    assert!(queued <= 4096 + 1010, "slow consumer's output stays bounded: {queued}");
+    // Another, reading subscriber is not affected.
+    let (r, _) = h.connect("r", true);
+    h.subscribe(r, "t", QoS::AtMostOnce);
+    h.publish(p, "t", b"live", QoS::AtMostOnce, 0, false);
+    assert_eq!(publish_of(&h.received(r)[0]).payload, b"live");
+}
+
+#[test]
+fn unread_output_client_is_not_read_either() {
+    let mut h = Harness::with(|c| c.output_high_watermark = 4096);
+    let (t, _) = h.connect("pinger", true);
+    // 200 kB of PINGREQ from a client that never reads its PINGRESPs.
+    let mut pings: Vec<u8> = encoded(&Packet::Pingreq).repeat(100_000);
+    h.core.handle_input(t, &mut pings, h.now);
+    assert!(!h.core.wants_input(t));
+    let (held, queued) = h.core.buffered(t).unwrap();
+    assert!(queued <= 4096 + 2, "PINGRESPs stop at the watermark: {queued}");
+    assert!(held <= pings.len(), "the rest waits unparsed");
+    h.core.check_invariants().unwrap();
+}
+
+#[test]
+fn send_timeout_closes_a_stalled_connection_and_publishes_its_will() {
+    let mut h = Harness::with(|c| {
+        c.output_high_watermark = 4096;
+        c.send_timeout = Duration::from_secs(5);
+    });
+    let (w, _) = h.connect("watcher", true);
+    h.subscribe(w, "wills/#", QoS::AtMostOnce);
+    let t = connect_with_will(&mut h, "stuck", "wills/stuck");
+    h.core.handle_input(t, &mut encoded(&Packet::Pingreq).repeat(10_000), h.now);
+    // The socket takes nothing.
+    let _ = h.core.output(t);
+    h.core.wrote(t, 0, h.now);
+    h.core.handle_timeouts(h.now + Duration::from_secs(4));
+    assert!(!h.is_closed(t));
+    h.core.handle_timeouts(h.now + Duration::from_secs(6));
+    assert!(h.is_closed(t));
+    assert_eq!(publish_of(&h.received(w)[0]).payload, b"gone");
+    assert_eq!(h.core.stats.send_timeouts, 1);
+}
+
+#[test]
+fn persistent_client_expiration_removes_offline_sessions() {
+    let mut h = Harness::with(|c| c.persistent_client_expiration = Some(Duration::from_secs(60)));
+    let (t, _) = h.connect("sensor", false);
+    h.subscribe(t, "cmd", QoS::AtLeastOnce);
+    h.core.handle_hangup(t, None);
+    h.core.take_closed().into_iter().for_each(|t| h.core.release(t));
+    assert_eq!(h.core.session_count(), 1);
+    h.core.handle_timeouts(h.now + Duration::from_secs(59));
+    assert_eq!(h.core.session_count(), 1);
+    h.core.handle_timeouts(h.now + Duration::from_secs(61));
+    assert_eq!(h.core.session_count(), 0, "expired");
+    assert_eq!(h.core.router.node_count(), 1, "its subscriptions are gone from the trie");
+    let (_, out) = h.connect("sensor", false);
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+}
+
+#[test]
+fn reconnect_within_expiration_keeps_the_session() {
+    let mut h = Harness::with(|c| c.persistent_client_expiration = Some(Duration::from_secs(60)));
+    let (t, _) = h.connect("sensor", false);
+    h.core.handle_hangup(t, None);
+    h.now += Duration::from_secs(30);
+    let (_, out) = h.connect("sensor", false);
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: true, code: ConnectReturnCode::Accepted });
+    h.core.handle_timeouts(h.now + Duration::from_secs(45));
+    assert_eq!(h.core.session_count(), 1, "the old expiry entry is stale once reconnected");
+}
+
+#[test]
+fn oldest_pending_connection_dropped_at_max_pending_connections() {
+    let mut h = Harness::with(|c| c.max_pending_connections = 2);
+    let a = h.open();
+    let b = h.open();
+    assert!(!h.is_closed(a));
+    let c = h.open();
+    assert!(h.is_closed(a), "oldest pending dropped");
+    assert!(!h.is_closed(b) && !h.is_closed(c));
+    assert_eq!(h.core.stats.pending_evicted, 1);
+    h.core.check_invariants().unwrap();
+}
+
+#[test]
+fn listener_at_max_connections_refuses_more() {
+    let mut h = Harness::with(|c| c.max_connections = Some(2));
+    let peer = "127.0.0.1:9".parse().unwrap();
+    let a = h.core.accept(0, ListenerKind::Tcp, peer, h.now).unwrap();
+    let _b = h.core.accept(0, ListenerKind::Tcp, peer, h.now).unwrap();
+    assert_eq!(h.core.accept(0, ListenerKind::Tcp, peer, h.now), None);
+    assert!(h.core.accept(1, ListenerKind::WebSocket(0), peer, h.now).is_some(), "per listener");
+    h.core.close(a, CloseReason::PeerClosed);
+    h.core.release(a);
+    assert!(h.core.accept(0, ListenerKind::Tcp, peer, h.now).is_some());
+}
+
+#[test]
+fn refused_connect_lingers_then_finishes() {
+    let mut h = Harness::with(|c| c.allow_anonymous = false);
+    let (t, out) = h.connect("nobody", true);
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::NotAuthorized });
+    assert!(h.core.lingers(t), "kept to deliver the CONNACK");
+    h.core.handle_timeouts(h.now + LINGER + Duration::from_millis(1));
+    assert_eq!(h.core.take_finished(), vec![t]);
+}
+
+#[test]
+fn memory_limit_refuses_clients_qos0_and_qos1() {
+    let mut h = Harness::new();
+    let (s, _) = h.connect("s", true);
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    let (p, _) = h.connect("p", true);
+    h.core.limits.memory_limit = Some(1);
+    let (c, out) = h.connect("late", true);
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::ServerUnavailable });
+    assert!(h.is_closed(c));
+    h.publish(p, "t", b"q0", QoS::AtMostOnce, 0, false);
+    assert!(h.received(s).is_empty(), "QoS 0 dropped");
+    h.send(s, &Packet::Subscribe(Subscribe { packet_id: 2, filters: vec![("u", QoS::AtMostOnce)] }));
+    assert_eq!(suback_codes(&h.received(s)[0]), vec![SUBACK_FAILURE]);
+    h.publish(p, "t", b"q1", QoS::AtLeastOnce, 3, false);
+    assert!(h.received(p).is_empty(), "no PUBACK: the client keeps the message");
+    assert!(h.is_closed(p));
+    h.core.limits.memory_limit = None;
+    let (_, out) = h.connect("later", true);
+    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+}
+
+#[test]
+fn retained_messages_for_a_wildcard_come_from_its_branch_only() {
+    let mut h = Harness::new();
+    let (p, _) = h.connect("p", true);
+    for i in 0..1000 {
+        h.publish(p, &format!("other/{i}"), b"x", QoS::AtMostOnce, 0, true);
+    }
+    h.publish(p, "dev/1/t", b"a", QoS::AtMostOnce, 0, true);
+    h.publish(p, "dev/2/t", b"b", QoS::AtMostOnce, 0, true);
+    let (s, _) = h.connect("s", true);
+    h.send(s, &Packet::Subscribe(Subscribe { packet_id: 1, filters: vec![("dev/+/t", QoS::AtMostOnce)] }));
+    let out = h.received(s);
+    assert_eq!(out.len(), 3, "SUBACK and the two retained messages");
+    assert_eq!(h.core.retained_count(), 1002);
+}
