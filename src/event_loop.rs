@@ -182,7 +182,9 @@ impl Serving<'_> {
         let mut scratch = vec![0u8; READ_CHUNK];
         let mut ready: Vec<Ready> = Vec::new();
         while !stop.load(Ordering::SeqCst) {
-            let timeout = if self.read_again.is_empty() {
+            // Connections resumed at the end of the last turn (a subscriber drained, a slow
+            // consumer let its publishers go) are read now, without waiting for an event.
+            let timeout = if self.read_again.is_empty() && !self.core.has_resumed() {
                 let next = self.core.poll_timeout().into_iter().chain(self.accept_retry_at).min();
                 next.map(|at| at.saturating_duration_since(Instant::now()))
             } else {

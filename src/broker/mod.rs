@@ -420,6 +420,11 @@ impl Core {
         std::mem::take(&mut self.finished)
     }
 
+    /// Whether `take_resumed` has anything (the event loop must not sleep then).
+    pub fn has_resumed(&self) -> bool {
+        !self.resumed.is_empty()
+    }
+
     /// Connections that may be read again: call `resume` for each, then read the socket.
     pub fn take_resumed(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.resumed)
