@@ -128,6 +128,7 @@ impl OutQueue {
     /// Replace the `n`-byte placeholder with `bytes` (at most `n` long). Nothing may have been
     /// written since `begin_placeholder`.
     pub fn fill_placeholder(&mut self, at: Placeholder, n: usize, bytes: &[u8]) {
+        debug_assert!(bytes.len() <= n, "placeholder of {n} bytes filled with {}", bytes.len());
         let bytes = bytes.get(..n).unwrap_or(bytes);
         match at {
             Placeholder::Front => {
@@ -135,19 +136,29 @@ impl OutQueue {
                 let skip = n - bytes.len();
                 let front = match self.segments.front_mut() {
                     Some(Segment::Owned(v)) => v,
-                    Some(Segment::Shared(_)) => return,
+                    Some(Segment::Shared(_)) => {
+                        debug_assert!(false, "front placeholder became a shared segment");
+                        return;
+                    }
                     None => &mut self.tail,
                 };
-                if let Some(slot) = front.get_mut(skip..n) {
+                let slot = front.get_mut(skip..n);
+                debug_assert!(slot.is_some(), "front placeholder shorter than {n} bytes");
+                if let Some(slot) = slot {
                     slot.copy_from_slice(bytes);
                     self.front_written = skip;
                 }
             }
             Placeholder::Segment(index) => {
-                if let Some(Segment::Owned(v)) = self.segments.get_mut(index) {
-                    self.sealed = self.sealed - v.len() + bytes.len();
-                    v.clear();
-                    v.extend_from_slice(bytes);
+                match self.segments.get_mut(index) {
+                    Some(Segment::Owned(v)) => {
+                        self.sealed = self.sealed - v.len() + bytes.len();
+                        v.clear();
+                        v.extend_from_slice(bytes);
+                    }
+                    // The placeholder was written out, or never made: the frame header would be
+                    // lost, so tests must see it.
+                    _ => debug_assert!(false, "placeholder segment {index} is gone"),
                 }
             }
         }
@@ -180,6 +191,7 @@ impl OutQueue {
             let mut skip = self.front_written;
             let all = self.segments.iter().map(Segment::bytes).chain(std::iter::once(&self.tail[..]));
             for (slot, bytes) in slices.iter_mut().zip(all) {
+                debug_assert!(skip <= bytes.len(), "written offset past the front segment");
                 *slot = IoSlice::new(bytes.get(skip..).unwrap_or(&[]));
                 skip = 0;
                 count += 1;
@@ -247,6 +259,7 @@ impl InBuf {
 
     /// The unconsumed bytes.
     pub fn filled_mut(&mut self) -> &mut [u8] {
+        debug_assert!(self.start <= self.end && self.end <= self.data.len(), "InBuf bounds broken");
         self.data.get_mut(self.start..self.end).unwrap_or(&mut [])
     }
 

@@ -232,6 +232,7 @@ impl Connection {
         let Some(at) = ws.open_frame.take() else { return };
         let payload_len = self.out.bytes_since(at).saturating_sub(FRAME_HEADER_ROOM);
         let (header, len) = ws::frame::binary_header(payload_len);
+        debug_assert!(len <= header.len() && len <= FRAME_HEADER_ROOM, "frame header of {len} bytes");
         self.out.fill_placeholder(at, FRAME_HEADER_ROOM, header.get(..len).unwrap_or(&header));
     }
 

@@ -197,6 +197,7 @@ impl Core {
             // Before CONNECT only a small packet is buffered: an unauthenticated socket cannot
             // make the broker hold much.
             let max = if awaiting_connect { self.limits.max_connect_packet_size } else { self.limits.max_packet_size };
+            debug_assert!(pos <= buf.len(), "decoded past the input");
             let rest = buf.get(pos..).unwrap_or(&[]);
             match decode_packet(rest, level, max) {
                 Ok(None) => {
@@ -259,11 +260,13 @@ impl Core {
 fn consume_with_leftover(held: &mut InBuf, data: &mut [u8], mut consume: impl FnMut(&mut [u8]) -> usize) {
     if held.is_empty() {
         let n = consume(data);
+        debug_assert!(n <= data.len(), "consumed {n} of {} bytes", data.len());
         held.extend_from_slice(data.get(n..).unwrap_or(&[]));
     } else {
         // Keep byte order: append behind what is held.
         held.extend_from_slice(data);
         let n = consume(held.filled_mut());
+        debug_assert!(n <= held.len(), "consumed {n} of {} held bytes", held.len());
         held.consume(n);
     }
 }

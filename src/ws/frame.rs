@@ -230,6 +230,7 @@ impl FrameDecoder {
                 let (consumed, end) = self.slide_small_frames(input, pos + n);
                 return Ok((consumed, WsEvent::Data(pos..end)));
             }
+            debug_assert!(pos <= input.len(), "frame decoder past its input");
             let rest = input.get(pos..).unwrap_or(&[]);
             let Some(h) = self.parse_header(rest)? else {
                 return Ok((pos, WsEvent::NeedMore));
