@@ -328,3 +328,15 @@ fn retained_messages_for_a_wildcard_come_from_its_branch_only() {
     assert_eq!(out.len(), 3, "SUBACK and the two retained messages");
     assert_eq!(h.core.retained_count(), 1002);
 }
+
+#[test]
+fn fuzz_regression_shutdown_finishes_lingering_connections() {
+    // Found by the broker fuzz target: a connection lingering after a refused CONNACK was left
+    // behind by shutdown (it was already closing, so closing it again did nothing).
+    let mut h = Harness::with(|c| c.allow_anonymous = false);
+    let (t, _) = h.connect("refused", true);
+    assert!(h.core.lingers(t));
+    h.core.take_closed();
+    h.core.shutdown();
+    assert_eq!(h.core.take_finished(), vec![t]);
+}
