@@ -7,6 +7,9 @@
 # runs every scenario against every broker in interleaved rounds (fresh broker per
 # measurement), and prints a table of medians; JSON goes to bench-results/results.json.
 #
+# Every row has a loss column: messages sent x fan-out and not received after the drain, as
+# a percentage, mosquitto/rumqttd/midge ("0" = nothing lost, "-" = broker not run).
+#
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (0.5 s per throughput measurement),
 # BENCH_WARMUP (0.2 s), BENCH_LAT_DURATION (2 s), BENCH_LAT_RATE (10000 msg/s),
 # BENCH_CONNS (10000), BENCH_CONN_ROUNDS (1), BENCH_CONN_TIMEOUT (20 s), BENCH_FANOUT_SUBS
@@ -328,7 +331,7 @@ for rnd in range(max(ROUNDS, CONN_ROUNDS)):
             results[row[0]][name].append(res)
             done += 1
             short = res.get("error") or " ".join(f"{m[0]}={res.get(m[0])}" for m in row[5])
-            if res.get("lost"): short += f" lost={res.get('lost')}"
+            if "lost" in res: short += f" lost={res.get('lost')}"
             log(f"[{done}/{total_runs} {time.time()-T_START:.0f}s] round {rnd+1} {row[0]} {name}: {short} "
                 f"(broker cpu {res.get('broker_cpu_pct')}%, loadgen cpu {res.get('loadgen_cpu_pct')}%)")
 
@@ -384,6 +387,26 @@ def fmt(v):
     if abs(v) >= 10: return f"{v:.1f}"
     return f"{v:.2f}"
 
+def loss_pct(r):
+    """Messages lost in one run as a percentage of those expected (sent x fan-out), or None."""
+    lost = r.get("lost")
+    exp = r.get("expected", r.get("sent", r.get("conns")))
+    if not isinstance(lost, (int, float)) or not isinstance(exp, (int, float)):
+        return None
+    return lost * 100.0 / exp if exp > 0 else 0.0
+
+def fmt_loss(c):
+    """One broker's share of the loss column: '0' exactly when nothing was lost."""
+    if c is None: return "-"              # broker not run
+    lost, pct = c.get("lost"), c.get("loss_pct")
+    if lost is None: return "n/a"         # no successful run
+    if lost == 0: return "0"
+    if pct is None: return fmt(lost)
+    if pct >= 10: return f"{pct:.0f}%"
+    if pct >= 1: return f"{pct:.1f}%"
+    if pct >= 0.01: return f"{pct:.2f}%"
+    return "<0.01%"
+
 table, js_rows = [], []
 for row in ROWS:
     rid, label, tr, _, _, metrics = row
@@ -393,6 +416,7 @@ for row in ROWS:
             rs = results[rid][n]
             cell[n] = dict(median=med([r.get(key) for r in rs if "error" not in r]),
                            lost=med([r.get("lost") for r in rs if "error" not in r]),
+                           loss_pct=med([loss_pct(r) for r in rs if "error" not in r]),
                            broker_cpu=med([r.get("broker_cpu_pct") for r in rs if "error" not in r]),
                            loadgen_cpu=max([r.get("loadgen_cpu_pct") or 0 for r in rs if "error" not in r], default=None),
                            errors=[r["error"] for r in rs if "error" in r], runs=rs)
@@ -409,20 +433,24 @@ for row in ROWS:
         rumq_v = cell.get("rumqttd", {}).get("median")
         midge_v = cell.get("midge", {}).get("median")
         lg = max([c["loadgen_cpu"] or 0 for c in cell.values()] or [0])
+        mosq_c = cell[best] if best else next((cell[n] for n in MOSQ if n in cell), None)
+        loss_cells = {"mosquitto": mosq_c, "rumqttd": cell.get("rumqttd"), "midge": cell.get("midge")}
+        loss = "/".join(fmt_loss(loss_cells[n]) for n in ("mosquitto", "rumqttd", "midge"))
         notes = []
         for n, c in cell.items():
-            if c["lost"]: notes.append(f"{n} lost {c['lost']:.0f}")
             if c["errors"]: notes.append(f"{n}: {c['errors'][0][:60]}")
         table.append([label, tr, unit,
                       fmt(mosq_v) + ("" if not best else (" (nd)" if best == "mosquitto-nodelay" else " (nagle)")),
                       fmt(rumq_v), fmt(midge_v),
                       (fmt(ratio(mosq_v)) + "x") if ratio(mosq_v) else "n/a",
                       (fmt(ratio(rumq_v)) + "x") if ratio(rumq_v) else "n/a",
-                      f"{lg:.0f}%", "; ".join(notes)])
+                      f"{lg:.0f}%", loss, "; ".join(notes)])
         js_rows.append(dict(row=rid, scenario=label, transport=tr, metric=key, unit=unit, higher_is_better=hib,
                             mosquitto_best=best, mosquitto=mosq_v, rumqttd=rumq_v, midge=midge_v,
                             midge_vs_mosquitto=ratio(mosq_v), midge_vs_rumqttd=ratio(rumq_v),
                             max_loadgen_cpu_pct=lg,
+                            lost={n: (c or {}).get("lost") for n, c in loss_cells.items()},
+                            loss_pct={n: (c or {}).get("loss_pct") for n, c in loss_cells.items()},
                             per_broker={n: {k: v for k, v in c.items()} for n, c in cell.items()}))
 
 for key, unit, hib in ((("binary_bytes_stripped", "bytes", False), ("idle_rss_kb", "KB", False),
@@ -432,9 +460,9 @@ for key, unit, hib in ((("binary_bytes_stripped", "bytes", False), ("idle_rss_kb
     def r(p):
         if m is None or p is None or m == 0 or p == 0: return "n/a"
         return fmt(p / m) + "x"
-    table.append(["footprint " + key, "-", unit, fmt(g("mosquitto")), fmt(g("rumqttd")), fmt(m), r(g("mosquitto")), r(g("rumqttd")), "", ""])
+    table.append(["footprint " + key, "-", unit, fmt(g("mosquitto")), fmt(g("rumqttd")), fmt(m), r(g("mosquitto")), r(g("rumqttd")), "", "", ""])
 
-hdr = ["scenario", "transport", "metric", "mosquitto", "rumqttd", "midge", "midge vs mosq", "midge vs rumq", "loadgen cpu", "notes"]
+hdr = ["scenario", "transport", "metric", "mosquitto", "rumqttd", "midge", "midge vs mosq", "midge vs rumq", "loadgen cpu", "loss mosq/rumq/midge", "notes"]
 w = [max(len(str(x[i])) for x in table + [hdr]) for i in range(len(hdr))]
 def line(cells): return " | ".join(str(c).ljust(w[i]) for i, c in enumerate(cells)).rstrip()
 print()
@@ -442,6 +470,7 @@ print(f"midge benchmark: medians of {ROUNDS} rounds ({CONN_ROUNDS} for connectio
       "brokers pinned to core %s, load generator to core %s" % (BCORE, LCORE))
 print("ratios: >1x means midge is better (higher throughput, or lower latency/memory); mosquitto = better of "
       "as-shipped (nagle) and set_tcp_nodelay true (nd)")
+print("loss: messages sent x fan-out and never received after the drain, % of those (0 = none lost)")
 print(line(hdr)); print("-+-".join("-" * x for x in w))
 for t in table: print(line(t))
 wall = time.time() - float(env.get("BENCH_T0") or T_START)

@@ -337,6 +337,7 @@ pub(crate) fn scenario_latency(a: &Args) {
     o.n("rate", a.rate as f64);
     o.n("samples", lats.len() as f64);
     o.n("sent", s as f64);
+    o.n("expected", s as f64);
     o.n("received", net.received as f64);
     o.n("lost", s.saturating_sub(net.received) as f64);
     o.opt("p50_us", pct(0.50));
@@ -416,6 +417,7 @@ pub(crate) fn scenario_conns(a: &Args) {
         },
     );
     o.n("alive", alive as f64);
+    o.n("expected", a.conns as f64);
     o.n("lost", (a.conns - alive) as f64);
     o.n("deliver_s", deliver_s);
     o.n("loadgen_cpu_pct", lg_cpu);
