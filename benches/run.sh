@@ -500,7 +500,8 @@ hdr = ["scenario", "transport", "metric", "mosquitto", "rumqttd", "midge", "midg
 w = [max(len(str(x[i])) for x in table + [hdr]) for i in range(len(hdr))]
 def line(cells): return " | ".join(str(c).ljust(w[i]) for i, c in enumerate(cells)).rstrip()
 print()
-print(f"midge benchmark: medians of {ROUNDS} rounds ({CONN_ROUNDS} for connections), {DUR}s per throughput run; "
+flood_t = f" (flood: {FLOOD_WARM}s warm-up, {FLOOD_DUR}s)" if any(r[0].startswith("flood") for r in ROWS) and (FLOOD_DUR, FLOOD_WARM) != (DUR, WARM) else ""
+print(f"midge benchmark: medians of {ROUNDS} rounds ({CONN_ROUNDS} for connections), {DUR}s per throughput run{flood_t}; "
       "brokers pinned to core %s, load generator to core %s" % (BCORE, LCORE))
 print("ratios: >1x means midge is better (higher throughput, or lower latency/memory); mosquitto = better of "
       "as-shipped (nagle) and set_tcp_nodelay true (nd)")
