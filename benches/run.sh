@@ -7,18 +7,33 @@
 # runs every scenario against every broker in interleaved rounds (fresh broker per
 # measurement), and prints a table of medians; JSON goes to bench-results/results.json.
 #
+# Rows (ids for BENCH_SCENARIOS): fanin-q0-PAYLOAD-TR, fanin-q1-PAYLOAD-TR, flood-PAYLOAD-TR,
+# fanout-PAYLOAD-TR, latency-TR, conns-TR (TR = tcp or ws). fanin/fanout are closed loop (a
+# window of outstanding deliveries: they measure capacity without overloading anyone). flood
+# is open loop: 4 QoS 0 publishers write as fast as the broker's sockets accept, one wildcard
+# subscriber reads as fast as it can; its metric is goodput (received/s) and its notes give
+# "published/s" (accepted by the kernel: early in a run that includes filling the broker's
+# receive queues, so at 16 B it can read 0 for a slow broker). A broker that is the
+# bottleneck should push back on the publishers (TCP flow control) rather than drop.
+# Every row has a loss column: messages sent x fan-out and not received after the drain, as
+# a percentage, mosquitto/rumqttd/midge ("0" = nothing lost, "-" = broker not run).
+#
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (0.5 s per throughput measurement),
 # BENCH_WARMUP (0.2 s), BENCH_LAT_DURATION (2 s), BENCH_LAT_RATE (10000 msg/s),
 # BENCH_CONNS (10000), BENCH_CONN_ROUNDS (1), BENCH_CONN_TIMEOUT (20 s), BENCH_FANOUT_SUBS
-# (1000), BENCH_PAYLOADS ("16 1024 65536"), BENCH_BROKER_CORE (0), BENCH_LOADGEN_CORE (1),
+# (1000), BENCH_PAYLOADS ("16 1024 65536"), BENCH_FLOOD_PAYLOADS ("1024"; e.g. "16 1024"),
+# BENCH_FLOOD_DURATION (= BENCH_DURATION), BENCH_FLOOD_WARMUP (= BENCH_WARMUP),
+# BENCH_BROKER_CORE (0), BENCH_LOADGEN_CORE (1),
 # BENCH_ONLY (comma list of brokers: mosquitto,mosquitto-nodelay,rumqttd,midge),
-# BENCH_SCENARIOS (comma list of row-id prefixes, e.g. "fanin-q0,fanout,latency,conns" or
-# "fanout-65536-ws"; "footprint" selects the idle footprint section; default: everything),
+# BENCH_SCENARIOS (comma list of row-id prefixes, e.g. "fanin-q0,flood,fanout,latency,conns"
+# or "fanout-65536-ws"; "footprint" selects the idle footprint section; default: everything),
 # MIDGE_BENCH_CACHE (~/.cache/midge-bench).
+# Just the flood rows: BENCH_SCENARIOS=flood make bench (add BENCH_ONLY=midge,mosquitto to
+# skip rumqttd).
 #
 # Both mosquitto variants (as shipped = Nagle on, and set_tcp_nodelay true) run in the first
 # round; later rounds re-run only the variant that did better on that row (the table reports
-# the better one anyway). The default run takes about 4 minutes of measurements on 2 cores.
+# the better one anyway). The default run takes about 4.5 minutes of measurements on 2 cores.
 set -uo pipefail
 BENCH_T0=$(date +%s.%N)
 export BENCH_T0
@@ -110,6 +125,9 @@ CONN_ROUNDS = int(env.get("BENCH_CONN_ROUNDS", "1"))
 CONN_TIMEOUT = float(env.get("BENCH_CONN_TIMEOUT", "20"))
 FAN_SUBS = int(env.get("BENCH_FANOUT_SUBS", "1000"))
 PAYLOADS = [int(x) for x in env.get("BENCH_PAYLOADS", "16 1024 65536").split()]
+FLOOD_PAYLOADS = [int(x) for x in env.get("BENCH_FLOOD_PAYLOADS", "1024").split()]
+FLOOD_DUR = float(env.get("BENCH_FLOOD_DURATION", str(DUR)))
+FLOOD_WARM = float(env.get("BENCH_FLOOD_WARMUP", str(WARM)))
 BCORE = env.get("BENCH_BROKER_CORE", "0")
 LCORE = env.get("BENCH_LOADGEN_CORE", "1")
 ONLY = [x for x in env.get("BENCH_ONLY", "").split(",") if x]
@@ -265,6 +283,13 @@ for tr in ("tcp", "ws"):
     for pl in PAYLOADS:
         ROWS.append((f"fanin-q1-{pl}-{tr}", f"fan-in 4->1 QoS1 {pl}B", tr, ["--scenario", "fanin", "--qos", "1", "--inflight", "100", "--payload", str(pl)] + base, 30,
                      [("msgs_per_sec", "msg/s", True)]))
+    # Open loop: publishers write as fast as the broker's sockets take it (no window); the
+    # metric is the subscriber's goodput, the loss column what was published and never came.
+    for pl in FLOOD_PAYLOADS:
+        ROWS.append((f"flood-{pl}-{tr}", f"fan-in flood 4->1 QoS0 {pl}B", tr,
+                     ["--scenario", "flood", "--transport", tr, "--qos", "0", "--payload", str(pl), "--warmup", str(FLOOD_WARM),
+                      "--duration", str(FLOOD_DUR), "--drain", "5"], 40,
+                     [("msgs_per_sec", "goodput msg/s", True)]))
     for pl in PAYLOADS:
         ROWS.append((f"fanout-{pl}-{tr}", f"fan-out 1->{FAN_SUBS} QoS0 {pl}B", tr, ["--scenario", "fanout", "--subscribers", str(FAN_SUBS), "--payload", str(pl)] + base, 60,
                      [("msgs_per_sec", "deliveries/s", True)]))
@@ -328,7 +353,9 @@ for rnd in range(max(ROUNDS, CONN_ROUNDS)):
             results[row[0]][name].append(res)
             done += 1
             short = res.get("error") or " ".join(f"{m[0]}={res.get(m[0])}" for m in row[5])
-            if res.get("lost"): short += f" lost={res.get('lost')}"
+            if "lost" in res: short += f" lost={res.get('lost')}"
+            if "published_per_sec" in res:
+                short += f" published={res.get('sent')} ({res.get('published_per_sec'):.0f}/s) loss={res.get('loss_pct'):.1f}%"
             log(f"[{done}/{total_runs} {time.time()-T_START:.0f}s] round {rnd+1} {row[0]} {name}: {short} "
                 f"(broker cpu {res.get('broker_cpu_pct')}%, loadgen cpu {res.get('loadgen_cpu_pct')}%)")
 
@@ -384,6 +411,32 @@ def fmt(v):
     if abs(v) >= 10: return f"{v:.1f}"
     return f"{v:.2f}"
 
+def loss_pct(r):
+    """Messages lost in one run as a percentage of those expected (sent x fan-out), or None."""
+    lost = r.get("lost")
+    exp = r.get("expected", r.get("sent", r.get("conns")))
+    if not isinstance(lost, (int, float)) or not isinstance(exp, (int, float)):
+        return None
+    return lost * 100.0 / exp if exp > 0 else 0.0
+
+def fmt_loss(c):
+    """One broker's share of the loss column: '0' exactly when nothing was lost."""
+    if c is None: return "-"              # broker not run
+    lost, pct = c.get("lost"), c.get("loss_pct")
+    if lost is None: return "n/a"         # no successful run
+    if lost == 0: return "0"
+    if pct is None: return fmt(lost)
+    if pct >= 10: return f"{pct:.0f}%"
+    if pct >= 1: return f"{pct:.1f}%"
+    if pct >= 0.01: return f"{pct:.2f}%"
+    return "<0.01%"
+
+def fmt_rate(v):
+    if v is None: return "n/a"
+    if v >= 1e6: return f"{v/1e6:.2f}M"
+    if v >= 1e3: return f"{v/1e3:.0f}k"
+    return f"{v:.0f}"
+
 table, js_rows = [], []
 for row in ROWS:
     rid, label, tr, _, _, metrics = row
@@ -393,6 +446,8 @@ for row in ROWS:
             rs = results[rid][n]
             cell[n] = dict(median=med([r.get(key) for r in rs if "error" not in r]),
                            lost=med([r.get("lost") for r in rs if "error" not in r]),
+                           loss_pct=med([loss_pct(r) for r in rs if "error" not in r]),
+                           published_per_sec=med([r.get("published_per_sec") for r in rs if "error" not in r]),
                            broker_cpu=med([r.get("broker_cpu_pct") for r in rs if "error" not in r]),
                            loadgen_cpu=max([r.get("loadgen_cpu_pct") or 0 for r in rs if "error" not in r], default=None),
                            errors=[r["error"] for r in rs if "error" in r], runs=rs)
@@ -409,20 +464,27 @@ for row in ROWS:
         rumq_v = cell.get("rumqttd", {}).get("median")
         midge_v = cell.get("midge", {}).get("median")
         lg = max([c["loadgen_cpu"] or 0 for c in cell.values()] or [0])
+        mosq_c = cell[best] if best else next((cell[n] for n in MOSQ if n in cell), None)
+        loss_cells = {"mosquitto": mosq_c, "rumqttd": cell.get("rumqttd"), "midge": cell.get("midge")}
+        loss = "/".join(fmt_loss(loss_cells[n]) for n in ("mosquitto", "rumqttd", "midge"))
         notes = []
+        if any(c and c.get("published_per_sec") is not None for c in loss_cells.values()):
+            notes.append("published/s " + "/".join(fmt_rate(c.get("published_per_sec")) if c else "-"
+                                                    for c in loss_cells.values()))
         for n, c in cell.items():
-            if c["lost"]: notes.append(f"{n} lost {c['lost']:.0f}")
             if c["errors"]: notes.append(f"{n}: {c['errors'][0][:60]}")
         table.append([label, tr, unit,
                       fmt(mosq_v) + ("" if not best else (" (nd)" if best == "mosquitto-nodelay" else " (nagle)")),
                       fmt(rumq_v), fmt(midge_v),
                       (fmt(ratio(mosq_v)) + "x") if ratio(mosq_v) else "n/a",
                       (fmt(ratio(rumq_v)) + "x") if ratio(rumq_v) else "n/a",
-                      f"{lg:.0f}%", "; ".join(notes)])
+                      f"{lg:.0f}%", loss, "; ".join(notes)])
         js_rows.append(dict(row=rid, scenario=label, transport=tr, metric=key, unit=unit, higher_is_better=hib,
                             mosquitto_best=best, mosquitto=mosq_v, rumqttd=rumq_v, midge=midge_v,
                             midge_vs_mosquitto=ratio(mosq_v), midge_vs_rumqttd=ratio(rumq_v),
                             max_loadgen_cpu_pct=lg,
+                            lost={n: (c or {}).get("lost") for n, c in loss_cells.items()},
+                            loss_pct={n: (c or {}).get("loss_pct") for n, c in loss_cells.items()},
                             per_broker={n: {k: v for k, v in c.items()} for n, c in cell.items()}))
 
 for key, unit, hib in ((("binary_bytes_stripped", "bytes", False), ("idle_rss_kb", "KB", False),
@@ -432,16 +494,19 @@ for key, unit, hib in ((("binary_bytes_stripped", "bytes", False), ("idle_rss_kb
     def r(p):
         if m is None or p is None or m == 0 or p == 0: return "n/a"
         return fmt(p / m) + "x"
-    table.append(["footprint " + key, "-", unit, fmt(g("mosquitto")), fmt(g("rumqttd")), fmt(m), r(g("mosquitto")), r(g("rumqttd")), "", ""])
+    table.append(["footprint " + key, "-", unit, fmt(g("mosquitto")), fmt(g("rumqttd")), fmt(m), r(g("mosquitto")), r(g("rumqttd")), "", "", ""])
 
-hdr = ["scenario", "transport", "metric", "mosquitto", "rumqttd", "midge", "midge vs mosq", "midge vs rumq", "loadgen cpu", "notes"]
+hdr = ["scenario", "transport", "metric", "mosquitto", "rumqttd", "midge", "midge vs mosq", "midge vs rumq", "loadgen cpu", "loss mosq/rumq/midge", "notes"]
 w = [max(len(str(x[i])) for x in table + [hdr]) for i in range(len(hdr))]
 def line(cells): return " | ".join(str(c).ljust(w[i]) for i, c in enumerate(cells)).rstrip()
 print()
-print(f"midge benchmark: medians of {ROUNDS} rounds ({CONN_ROUNDS} for connections), {DUR}s per throughput run; "
+flood_t = f" (flood: {FLOOD_WARM}s warm-up, {FLOOD_DUR}s)" if any(r[0].startswith("flood") for r in ROWS) and (FLOOD_DUR, FLOOD_WARM) != (DUR, WARM) else ""
+print(f"midge benchmark: medians of {ROUNDS} rounds ({CONN_ROUNDS} for connections), {DUR}s per throughput run{flood_t}; "
       "brokers pinned to core %s, load generator to core %s" % (BCORE, LCORE))
 print("ratios: >1x means midge is better (higher throughput, or lower latency/memory); mosquitto = better of "
       "as-shipped (nagle) and set_tcp_nodelay true (nd)")
+print("loss: messages sent x fan-out and never received after the drain, % of those (0 = none lost); "
+      "flood rows: notes give published/s (accepted by the kernel from the publishers) mosq/rumq/midge")
 print(line(hdr)); print("-+-".join("-" * x for x in w))
 for t in table: print(line(t))
 wall = time.time() - float(env.get("BENCH_T0") or T_START)
@@ -449,7 +514,8 @@ print(f"\nmeasurements {time.time()-T_START:.0f}s; total wall time {wall:.0f}s (
       f"broker logs and configs in {TMP}")
 doc = dict(generated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), rounds=ROUNDS, conn_rounds=CONN_ROUNDS,
            duration_s=DUR, warmup_s=WARM, scenarios=SCEN or None, latency_rate=LAT_RATE, conns=CONNS, fanout_subscribers=FAN_SUBS,
-           payloads=PAYLOADS, broker_core=BCORE, loadgen_core=LCORE, brokers=NAMES,
+           payloads=PAYLOADS, flood_payloads=FLOOD_PAYLOADS, flood_duration_s=FLOOD_DUR, flood_warmup_s=FLOOD_WARM,
+           broker_core=BCORE, loadgen_core=LCORE, brokers=NAMES,
            binaries={n: BROKERS[n]["bin"] for n in NAMES}, rows=js_rows, footprint=foot, table_header=hdr, table=table)
 with open(os.path.join(OUT, "results.json"), "w") as f:
     json.dump(doc, f, indent=1)

@@ -5,7 +5,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------- connection
@@ -60,6 +60,12 @@ pub(crate) struct Conn {
     pub(crate) now: u64,
     /// The last PUBLISH had a large payload (at least DISCARD_MIN bytes).
     pub(crate) big: bool,
+    /// Open-loop publishing (flood scenario): whole packets written straight from a shared
+    /// ring whenever the socket accepts bytes; nothing is queued in user space.
+    flood: Option<Flood>,
+    /// Bytes of flood packets the kernel accepted, and the size of one packet.
+    pub(crate) flood_written: u64,
+    pub(crate) flood_unit: usize,
     // stats
     pub(crate) pubs: u64,
     pub(crate) pub_bytes: u64,
@@ -73,6 +79,14 @@ pub(crate) struct Conn {
     pub(crate) dbg_ws: u64,
     pub(crate) dbg_frames: u64,
     pub(crate) err: Option<String>,
+}
+
+struct Flood {
+    ring: Arc<Vec<u8>>,
+    /// Offset of the next byte to write; the ring is a whole number of packets, so
+    /// `off % unit == flood_written % unit`.
+    off: usize,
+    stop: bool,
 }
 
 /// One read buffer shared by all connections of a `Net` (data is parsed in place).
@@ -108,6 +122,9 @@ impl Conn {
             lat_buf: [0; 8],
             now: 0,
             big: false,
+            flood: None,
+            flood_written: 0,
+            flood_unit: 1,
             pubs: 0,
             pub_bytes: 0,
             acks: 0,
@@ -171,9 +188,78 @@ impl Conn {
         if self.opos == self.out.len() {
             self.out.clear();
             self.opos = 0;
+            self.flood_write();
         } else if self.opos > (1 << 20) {
             self.out.drain(..self.opos);
             self.opos = 0;
+        }
+    }
+
+    /// Start publishing open loop: `ring` holds whole packets of `unit` bytes back to back
+    /// (already framed for the transport) and is written again and again, as fast as the
+    /// socket takes it. Memory stays bounded: only what the kernel accepted is "refilled".
+    pub(crate) fn flood_start(&mut self, ring: Arc<Vec<u8>>, unit: usize) {
+        debug_assert!(unit > 0 && ring.len() % unit == 0);
+        self.flood_unit = unit;
+        self.flood = Some(Flood { ring, off: 0, stop: false });
+        self.flush();
+    }
+
+    /// Stop publishing at the next packet boundary (the packet the kernel took part of is
+    /// completed, so the broker never sees a truncated one).
+    pub(crate) fn flood_stop(&mut self) {
+        if let Some(f) = self.flood.as_mut() {
+            f.stop = true;
+        }
+        self.flush();
+    }
+
+    /// True while flood bytes remain to be written (running, or completing its last packet).
+    pub(crate) fn flooding(&self) -> bool {
+        self.flood.is_some()
+    }
+
+    /// Whole flood packets the kernel accepted.
+    pub(crate) fn flood_packets(&self) -> u64 {
+        self.flood_written / self.flood_unit as u64
+    }
+
+    fn flood_write(&mut self) {
+        if self.st != St::Ready {
+            return;
+        }
+        let unit = self.flood_unit;
+        loop {
+            let Some(f) = self.flood.as_mut() else { return };
+            let end = if f.stop {
+                let rem = (unit - (self.flood_written % unit as u64) as usize) % unit;
+                if rem == 0 {
+                    self.flood = None;
+                    return;
+                }
+                f.off + rem
+            } else {
+                f.ring.len()
+            };
+            match self.sock.write(&f.ring[f.off..end]) {
+                Ok(0) => {
+                    self.fail("write returned 0".into());
+                    return;
+                }
+                Ok(n) => {
+                    f.off += n;
+                    if f.off == f.ring.len() {
+                        f.off = 0;
+                    }
+                    self.flood_written += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.fail(format!("write: {e}"));
+                    return;
+                }
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! framing so the benchmark does not share code with the broker under test.
 //!
 //! Usage (one scenario per run, prints exactly one JSON line on stdout):
-//!   loadgen --scenario fanin|fanout|latency|conns --transport tcp|ws --addr 127.0.0.1:1883
+//!   loadgen --scenario fanin|fanout|flood|latency|conns --transport tcp|ws --addr 127.0.0.1:1883
 //!           [--qos 0|1] [--payload BYTES] [--duration SECS] [--warmup SECS]
 //!           [--publishers N] [--subscribers N] [--rate MSGS_PER_SEC] [--conns N]
 //!           [--inflight N] [--window N] [--broker-pid PID] [--path /mqtt]
@@ -13,6 +13,10 @@
 //! messages sent but not yet received by the subscribers reaches a window (bounded memory in
 //! every broker, no overload drops); messages still missing after the drain are losses.
 //! QoS 1 publishers additionally keep at most --inflight unacknowledged PUBLISHes each.
+//! The flood scenario is the exception: open loop, QoS 0, --publishers write as fast as the
+//! broker's sockets accept (TCP flow control is the only brake) to one wildcard subscriber;
+//! goodput is what the subscriber receives, loss is published (accepted by the kernel) minus
+//! received after the drain.
 //!
 //! CPU: the loadgen's own CPU time and the broker's (from /proc/PID/task/*/schedstat) over
 //! the measurement window are reported as percent of one core.
@@ -26,7 +30,7 @@ mod scenarios;
 mod ws;
 
 use clock::now_ns;
-use scenarios::{scenario_conns, scenario_latency, scenario_throughput};
+use scenarios::{scenario_conns, scenario_flood, scenario_latency, scenario_throughput};
 
 // ---------------------------------------------------------------- args
 
@@ -55,7 +59,7 @@ struct Args {
 fn usage(msg: &str) -> ! {
     eprintln!("loadgen: {msg}");
     eprintln!(
-        "usage: loadgen --scenario fanin|fanout|latency|conns --transport tcp|ws --addr HOST:PORT \
+        "usage: loadgen --scenario fanin|fanout|flood|latency|conns --transport tcp|ws --addr HOST:PORT \
          [--qos 0|1] [--payload N] [--duration S] [--warmup S] [--publishers N] [--subscribers N] \
          [--rate N] [--conns N] [--inflight N] [--window N] [--broker-pid PID] [--path /mqtt] \
          [--connect-batch N] [--drain S] [--timeout S]"
@@ -210,6 +214,7 @@ fn main() {
     match a.scenario.as_str() {
         "fanin" => scenario_throughput(&a, false),
         "fanout" => scenario_throughput(&a, true),
+        "flood" => scenario_flood(&a),
         "latency" => scenario_latency(&a),
         "conns" => scenario_conns(&a),
         s => usage(&format!("unknown scenario {s}")),

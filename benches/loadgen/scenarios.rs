@@ -337,6 +337,7 @@ pub(crate) fn scenario_latency(a: &Args) {
     o.n("rate", a.rate as f64);
     o.n("samples", lats.len() as f64);
     o.n("sent", s as f64);
+    o.n("expected", s as f64);
     o.n("received", net.received as f64);
     o.n("lost", s.saturating_sub(net.received) as f64);
     o.opt("p50_us", pct(0.50));
@@ -416,8 +417,125 @@ pub(crate) fn scenario_conns(a: &Args) {
         },
     );
     o.n("alive", alive as f64);
+    o.n("expected", a.conns as f64);
     o.n("lost", (a.conns - alive) as f64);
     o.n("deliver_s", deliver_s);
+    o.n("loadgen_cpu_pct", lg_cpu);
+    o.opt("broker_cpu_pct", br_cpu);
+    o.print();
+}
+
+/// Open-loop fan-in flood: N publishers (distinct topics) write QoS 0 PUBLISHes as fast as
+/// the broker's sockets accept them, with no window: their socket buffers stay full and TCP
+/// flow control is the only brake. One wildcard subscriber reads as fast as it can. A broker
+/// that is the bottleneck should slow the publishers (stop reading them) rather than drop
+/// messages to a subscriber that keeps up; anything published but never received after the
+/// drain is lost. "Published" counts whole packets the kernel accepted from the publishers.
+pub(crate) fn scenario_flood(a: &Args) {
+    if a.qos != 0 {
+        fail_out(a, "flood is QoS 0 only");
+    }
+    let mut net = Net::new(a);
+    let tag = run_tag();
+    let deadline = Instant::now() + Duration::from_secs_f64(a.timeout);
+    let t_setup = Instant::now();
+    let sub = net
+        .establish(vec![(format!("{tag}s0"), Some((format!("bench/{tag}/in/#"), 0)))], 1, deadline)
+        .unwrap_or_else(|e| fail_out(a, &e))[0];
+    let pub_specs: Vec<_> = (0..a.publishers).map(|i| (format!("{tag}p{i}"), None)).collect();
+    let pubs = net.establish(pub_specs, a.connect_batch, deadline).unwrap_or_else(|e| fail_out(a, &e));
+    let setup_s = t_setup.elapsed().as_secs_f64();
+
+    // One ring of whole packets per publisher (~256 KB; the write size per syscall).
+    let payload = vec![0xA5u8; a.payload];
+    let mut rings = Vec::new();
+    for i in 0..pubs.len() {
+        let (pkt, _, _) = enc_publish(&format!("bench/{tag}/in/p{i}"), 0, 0, &payload);
+        let unit = Template::new(&pkt, a.ws).bytes;
+        let n = ((256 * 1024) / unit.len()).max(1);
+        rings.push((Arc::new(unit.repeat(n)), unit.len()));
+    }
+    let published = |net: &Net| -> u64 { pubs.iter().map(|&p| net.conns[p].flood_packets()).sum() };
+
+    let t0 = Instant::now();
+    for (k, &p) in pubs.iter().enumerate() {
+        let (ring, unit) = rings[k].clone();
+        net.conns[p].flood_start(ring, unit);
+    }
+    let t_meas = t0 + Duration::from_secs_f64(a.warmup);
+    let t_end = t_meas + Duration::from_secs_f64(a.duration);
+    let t_drain_max = t_end + Duration::from_secs_f64(a.drain);
+    // The drain also ends once nothing has arrived for this long after the publishers stopped
+    // (a broker that dropped messages would otherwise always cost the whole drain).
+    let quiet = Duration::from_millis(500);
+    let mut meter: Option<CpuMeter> = None;
+    let (mut pub_meas, mut recv_meas) = (0u64, 0u64);
+    let mut result: Option<(f64, u64, u64, (f64, Option<f64>))> = None;
+    let mut last_recv = 0u64;
+    let mut last_progress = Instant::now();
+    let mut rss_max = 0u64;
+    let me = std::process::id();
+    loop {
+        let now = Instant::now();
+        if now > deadline {
+            fail_out(a, "overall timeout");
+        }
+        if meter.is_none() && result.is_none() && now >= t_meas {
+            meter = Some(CpuMeter::start(a.broker_pid));
+            pub_meas = published(&net);
+            recv_meas = net.received;
+        }
+        if result.is_none() && now >= t_end {
+            let cpu = meter.take().unwrap_or_else(|| CpuMeter::start(a.broker_pid)).stop();
+            let el = (now - t_meas).as_secs_f64();
+            result = Some((el, published(&net) - pub_meas, net.received - recv_meas, cpu));
+            rss_max = rss_max.max(rss_kb(me));
+            for &p in &pubs {
+                net.conns[p].flood_stop();
+            }
+            last_progress = now;
+        }
+        if net.received != last_recv {
+            last_recv = net.received;
+            last_progress = now;
+        }
+        if result.is_some() {
+            let stopped = pubs.iter().all(|&p| !net.conns[p].flooding());
+            if stopped && net.received >= published(&net) {
+                break;
+            }
+            if now > t_drain_max || (stopped && now - last_progress > quiet) {
+                break;
+            }
+        }
+        if let Err(e) = net.turn(Duration::from_millis(1)) {
+            fail_out(a, &e);
+        }
+    }
+    let drain_s = (Instant::now() - t_end).as_secs_f64();
+    let (el, pub_w, recv_w, (lg_cpu, br_cpu)) = result.unwrap();
+    let total_pub = published(&net);
+    let lost = total_pub.saturating_sub(net.received);
+    let mut o = Out::new(a);
+    o.n("qos", 0.0);
+    o.n("payload", a.payload as f64);
+    o.n("publishers", pubs.len() as f64);
+    o.n("subscribers", 1.0);
+    o.n("setup_s", setup_s);
+    o.n("elapsed_s", el);
+    o.n("msgs_per_sec", recv_w as f64 / el);
+    o.n("published_per_sec", pub_w as f64 / el);
+    o.n("mbytes_per_sec", recv_w as f64 * a.payload as f64 / el / 1e6);
+    o.n("published_window", pub_w as f64);
+    o.n("received_window", recv_w as f64);
+    o.n("sent", total_pub as f64);
+    o.n("expected", total_pub as f64);
+    o.n("received", net.received as f64);
+    o.n("lost", lost as f64);
+    o.n("loss_pct", if total_pub > 0 { lost as f64 * 100.0 / total_pub as f64 } else { 0.0 });
+    o.n("drain_s", drain_s);
+    o.n("subscriber_pubs", net.conns[sub].pubs as f64);
+    o.n("loadgen_rss_kb", rss_max as f64);
     o.n("loadgen_cpu_pct", lg_cpu);
     o.opt("broker_cpu_pct", br_cpu);
     o.print();
