@@ -24,7 +24,8 @@
 # (1000), BENCH_PAYLOADS ("16 1024 65536"), BENCH_FLOOD_PAYLOADS ("1024"; e.g. "16 1024"),
 # BENCH_FLOOD_DURATION (= BENCH_DURATION), BENCH_FLOOD_WARMUP (= BENCH_WARMUP),
 # BENCH_BROKER_CORE (0), BENCH_LOADGEN_CORE (1),
-# BENCH_ONLY (comma list of brokers: mosquitto,mosquitto-nodelay,rumqttd,midge),
+# BENCH_ONLY (comma list of brokers: mosquitto,mosquitto-nodelay,rumqttd,midge), MIDGE_BIN (use this
+# midge binary instead of building one: A/B runs against an older build),
 # BENCH_SCENARIOS (comma list of row-id prefixes, e.g. "fanin-q0,flood,fanout,latency,conns"
 # or "fanout-65536-ws"; "footprint" selects the idle footprint section; default: everything),
 # MIDGE_BENCH_CACHE (~/.cache/midge-bench).
@@ -72,9 +73,15 @@ fi
 
 # ---------------------------------------------------------------- builds
 MIDGE=""
-log "building midge (release)"
-if cargo build --release --bin midge >&2 2>"$OUT/build-midge.log" || cargo build --release >&2 2>>"$OUT/build-midge.log"; then
-    [ -x target/release/midge ] && MIDGE=$ROOT/target/release/midge
+if [ -n "${MIDGE_BIN:-}" ]; then
+    # A/B against another build of midge (e.g. the previous commit's), same loadgen and peers.
+    MIDGE=$(realpath "$MIDGE_BIN")
+    log "using midge binary $MIDGE"
+else
+    log "building midge (release)"
+    if cargo build --release --bin midge >&2 2>"$OUT/build-midge.log" || cargo build --release >&2 2>>"$OUT/build-midge.log"; then
+        [ -x target/release/midge ] && MIDGE=$ROOT/target/release/midge
+    fi
 fi
 [ -n "$MIDGE" ] || log "midge did not build (see bench-results/build-midge.log): its column will read n/a"
 
