@@ -25,11 +25,51 @@ pub struct ListenerConfig {
     pub ws: HandshakeConfig,
     /// mosquitto's per-listener `max_connections`; `None`: the global setting applies.
     pub max_connections: Option<usize>,
+    /// TLS (`mqtts`, `wss`) when `certfile` is set.
+    pub tls: TlsSettings,
+}
+
+/// The lowest TLS version a listener accepts (mosquitto's `tls_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (also what `tlsv1.1` gets: rustls has nothing older than 1.2).
+    #[default]
+    V1_2,
+    V1_3,
+}
+
+/// mosquitto's per-listener TLS options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    /// CA certificates that client certificates are verified against.
+    pub cafile: Option<PathBuf>,
+    /// A directory of CA certificates (PEM files), as `cafile`.
+    pub capath: Option<PathBuf>,
+    /// Clients must present a certificate signed by `cafile`/`capath`.
+    pub require_certificate: bool,
+    /// The client certificate's subject CN is the username (no password needed).
+    pub use_identity_as_username: bool,
+    pub min_version: TlsVersion,
+}
+
+impl TlsSettings {
+    /// Whether the listener speaks TLS: mosquitto turns it on with `certfile`.
+    pub fn enabled(&self) -> bool {
+        self.certfile.is_some() || self.keyfile.is_some()
+    }
 }
 
 impl ListenerConfig {
     pub fn mqtt(addr: SocketAddr) -> Self {
-        ListenerConfig { addr, protocol: Protocol::Mqtt, ws: HandshakeConfig::default(), max_connections: None }
+        ListenerConfig {
+            addr,
+            protocol: Protocol::Mqtt,
+            ws: HandshakeConfig::default(),
+            max_connections: None,
+            tls: TlsSettings::default(),
+        }
     }
 
     pub fn websockets(addr: SocketAddr) -> Self {
@@ -185,13 +225,6 @@ const LATER_OPTIONS: &[&str] = &[
     "log_timestamp",
     "log_timestamp_format",
     "connection_messages",
-    "cafile",
-    "capath",
-    "certfile",
-    "keyfile",
-    "require_certificate",
-    "tls_version",
-    "ciphers",
     "sys_interval",
     "bridge_cafile",
     "connection",
@@ -228,6 +261,8 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
     // `port` sets the default listener; it is added at the end unless listeners replace it.
     let mut default_port: Option<u16> = None;
     let mut saw_listener = false;
+    // TLS options seen before any `listener` line: they belong to the `port` listener.
+    let mut default_tls = TlsSettings::default();
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
         let line = raw.trim();
@@ -369,6 +404,41 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                     _ => last.ws.require_subprotocol = parse_bool(v).map_err(&invalid)?,
                 }
             }
+            // TLS options apply to the last listener, or to the default one before any listener.
+            "certfile" | "keyfile" | "cafile" | "capath" | "require_certificate" | "use_identity_as_username"
+            | "tls_version" | "ciphers" | "ciphers_tls1.3" => {
+                let v = one("value")?;
+                let tls = match config.listeners.last_mut().filter(|_| saw_listener) {
+                    Some(last) => &mut last.tls,
+                    None => &mut default_tls,
+                };
+                match key {
+                    "certfile" => tls.certfile = Some(PathBuf::from(v)),
+                    "keyfile" => tls.keyfile = Some(PathBuf::from(v)),
+                    "cafile" => tls.cafile = Some(PathBuf::from(v)),
+                    "capath" => tls.capath = Some(PathBuf::from(v)),
+                    "require_certificate" => tls.require_certificate = parse_bool(v).map_err(&invalid)?,
+                    "use_identity_as_username" => tls.use_identity_as_username = parse_bool(v).map_err(&invalid)?,
+                    "tls_version" => {
+                        tls.min_version = match v {
+                            "tlsv1.3" => TlsVersion::V1_3,
+                            "tlsv1.2" => TlsVersion::V1_2,
+                            "tlsv1.1" | "tlsv1" => {
+                                warnings.push(format!(
+                                    "{}:{line_no}: {v} is not offered (rustls speaks TLS 1.2 and 1.3); using tlsv1.2",
+                                    path.display()
+                                ));
+                                TlsVersion::V1_2
+                            }
+                            other => return Err(invalid(format!("unknown tls_version '{other}'"))),
+                        }
+                    }
+                    _ => warnings.push(format!(
+                        "{}:{line_no}: {key} takes OpenSSL cipher names; rustls' safe default suites are used",
+                        path.display()
+                    )),
+                }
+            }
             k if LATER_OPTIONS.contains(&k) => {
                 warnings.push(format!("{}:{line_no}: option '{k}' is not supported yet; ignored", path.display()))
             }
@@ -377,7 +447,16 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
     }
     if let Some(port) = default_port {
         // mosquitto: `port` is the default listener, beside any `listener` lines.
-        config.listeners.insert(0, ListenerConfig::mqtt(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)));
+        let mut listener = ListenerConfig::mqtt(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+        listener.tls = std::mem::take(&mut default_tls);
+        config.listeners.insert(0, listener);
+    }
+    if default_tls.enabled() {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: 0,
+            message: "certfile/keyfile given before any listener and without a port line; put them after a listener line".into(),
+        });
     }
     if config.listeners.is_empty() {
         config.listeners = Config::default().listeners;

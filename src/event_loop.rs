@@ -15,8 +15,10 @@ use log::{error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::broker::{Core, ListenerKind};
+use crate::broker::{CloseReason, Core, ListenerKind};
+use crate::buffer::OutQueue;
 use crate::config::{Config, Protocol};
+use crate::tls::{Plaintext, TlsLayer};
 
 /// Tokens at the top of the range are listeners and the waker; connections use slab keys.
 const WAKER: Token = Token(usize::MAX);
@@ -40,6 +42,8 @@ struct Listener {
     starved_since: Option<Instant>,
     /// Connections refused for lack of descriptors in the current episode.
     refused: u64,
+    /// The listener speaks TLS (`mqtts`, `wss`).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Stops a running broker from another thread.
@@ -72,10 +76,50 @@ pub struct Broker {
 /// A connection's socket and what the loop tracks about it.
 struct Socket {
     stream: TcpStream,
+    /// TLS between the socket and the core (boxed: plain connections pay one pointer).
+    tls: Option<Box<TlsLayer>>,
     /// Our side was shut down (FIN sent) while lingering.
     shut: bool,
     /// Bytes read and discarded while lingering.
     discarded: usize,
+}
+
+impl Socket {
+    /// Write `out` (plaintext) to the socket, through TLS if there is any. Returns whether
+    /// everything, ciphertext included, went out; `out` keeps what the kernel (or, for TLS,
+    /// rustls' bounded buffer) did not take. O(bytes written).
+    fn write_out(&mut self, out: &mut OutQueue) -> io::Result<bool> {
+        let Some(tls) = &mut self.tls else { return out.write_to(&mut self.stream) };
+        loop {
+            if !tls.write_tls(&mut self.stream)? {
+                return Ok(false);
+            }
+            if out.is_empty() {
+                return Ok(true);
+            }
+            let before = out.len();
+            out.write_to(&mut tls.plaintext_sink())?;
+            if out.len() == before && !tls.wants_write() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Our side is done: close_notify for TLS, then FIN once everything is out.
+    fn finish(&mut self) {
+        if self.shut {
+            return;
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            if !matches!(tls.write_tls(&mut self.stream), Ok(true)) {
+                // The rest goes out with the next writable edge (or not at all).
+                return;
+            }
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        self.shut = true;
+    }
 }
 
 /// A connection with bytes (possibly) waiting to be read this turn.
@@ -133,13 +177,21 @@ impl Broker {
                 }
             };
             let addr = socket.local_addr()?;
+            let tls = if l.tls.enabled() {
+                let config = crate::tls::server_config(&l.tls)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("listener {addr}: {e}")))?;
+                Some(config)
+            } else {
+                None
+            };
+            let secure = if tls.is_some() { ", TLS" } else { "" };
             match l.protocol {
-                Protocol::Mqtt => info!("Opening ipv{} listen socket on {addr} (mqtt).", ip_version(&addr)),
+                Protocol::Mqtt => info!("Opening ipv{} listen socket on {addr} (mqtt{secure}).", ip_version(&addr)),
                 Protocol::WebSockets => {
-                    info!("Opening websockets listen socket on {addr} (path {}).", l.ws.path)
+                    info!("Opening websockets listen socket on {addr} (path {}{secure}).", l.ws.path)
                 }
             }
-            listeners.push(Listener { socket, kind, protocol: l.protocol, addr, starved_since: None, refused: 0 });
+            listeners.push(Listener { socket, kind, protocol: l.protocol, addr, starved_since: None, refused: 0, tls });
         }
         if !config.allow_anonymous {
             warn!("allow_anonymous is false and password files are not supported yet: every client will be refused.");
@@ -285,6 +337,9 @@ impl Serving<'_> {
             return (ReadOutcome::Done, 0);
         }
         let Some(Some(socket)) = self.sockets.get_mut(token) else { return (ReadOutcome::Done, 0) };
+        if let Some(tls) = &mut socket.tls {
+            return read_once_tls(&mut self.core, token, &mut socket.stream, tls, scratch, now);
+        }
         // A connection holding a partial packet reads straight behind it; others read into
         // the shared buffer and keep nothing when every packet in it is complete.
         let (result, room, into_held) = match self.core.held_input(token) {
@@ -363,6 +418,7 @@ impl Serving<'_> {
                         listener.refused = 0;
                     }
                     let kind = listener.kind;
+                    let tls_config = listener.tls.clone();
                     let Some(token) = self.core.accept(index, kind, peer, now) else {
                         // At max_connections: closed at once, as mosquitto does.
                         continue;
@@ -380,11 +436,20 @@ impl Serving<'_> {
                         self.core.close(token, crate::broker::CloseReason::Io(e.kind()));
                         continue;
                     }
+                    let tls = match tls_config.as_ref().map(TlsLayer::new) {
+                        None => None,
+                        Some(Ok(tls)) => Some(Box::new(tls)),
+                        Some(Err(e)) => {
+                            warn!("cannot start TLS for {peer}: {e}");
+                            self.core.close(token, CloseReason::Io(io::ErrorKind::Other));
+                            continue;
+                        }
+                    };
                     if self.sockets.len() <= token {
                         self.sockets.resize_with(token + 1, || None);
                     }
                     if let Some(slot) = self.sockets.get_mut(token) {
-                        *slot = Some(Socket { stream: socket, shut: false, discarded: 0 });
+                        *slot = Some(Socket { stream: socket, tls, shut: false, discarded: 0 });
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -436,17 +501,15 @@ impl Serving<'_> {
             let Some(Some(socket)) = self.sockets.get_mut(token) else { continue };
             let Some(out) = self.core.output(token) else { continue };
             let before = out.len();
-            let result = out.write_to(&mut socket.stream);
+            let result = socket.write_out(out);
             let written = before.saturating_sub(out.len());
-            let drained = out.is_empty();
             match result {
                 // Done, or the kernel buffer is full and a WRITABLE edge will bring us back.
-                Ok(_) => {
+                Ok(drained) => {
                     self.core.wrote(token, written, now);
-                    if drained && self.core.is_closing(token) && !socket.shut {
+                    if drained && self.core.is_closing(token) {
                         // A lingering connection said its last: FIN, then wait for the peer's.
-                        let _ = socket.stream.shutdown(std::net::Shutdown::Write);
-                        socket.shut = true;
+                        socket.finish();
                     }
                 }
                 Err(e) => self.core.handle_hangup(token, Some(e.kind())),
@@ -469,13 +532,13 @@ impl Serving<'_> {
                     self.core.release(token);
                     continue;
                 };
-                if let Some(out) = self.core.output(token) {
-                    let _ = out.write_to(&mut socket.stream);
-                }
+                let drained = match self.core.output(token) {
+                    Some(out) => socket.write_out(out).unwrap_or(false),
+                    None => true,
+                };
                 if self.core.lingers(token) {
-                    if self.core.output(token).is_some_and(|o| o.is_empty()) {
-                        let _ = socket.stream.shutdown(std::net::Shutdown::Write);
-                        socket.shut = true;
+                    if drained {
+                        socket.finish();
                     }
                     continue;
                 }
@@ -491,12 +554,62 @@ impl Serving<'_> {
 
     fn drop_socket(&mut self, token: usize) {
         if let Some(mut socket) = self.sockets.get_mut(token).and_then(Option::take) {
+            socket.finish();
             if !socket.shut {
                 let _ = socket.stream.shutdown(std::net::Shutdown::Write);
             }
             let _ = self.poll.registry().deregister(&mut socket.stream);
         }
         self.core.release(token);
+    }
+}
+
+/// One step of reading a TLS connection: hand the core what rustls already decrypted (as long
+/// as the core takes input), else read ciphertext once. Handshake answers and alerts are
+/// flushed with the turn's output.
+fn read_once_tls(
+    core: &mut Core,
+    token: usize,
+    stream: &mut TcpStream,
+    tls: &mut TlsLayer,
+    scratch: &mut [u8],
+    now: Instant,
+) -> (ReadOutcome, usize) {
+    match tls.read_plaintext(scratch) {
+        Plaintext::Bytes(n) => {
+            let data = scratch.get_mut(..n);
+            debug_assert!(data.is_some(), "rustls gave more than the buffer");
+            core.handle_input(token, data.unwrap_or(&mut []), now);
+            return (ReadOutcome::More, n);
+        }
+        Plaintext::Closed => {
+            core.handle_hangup(token, None);
+            return (ReadOutcome::Done, 0);
+        }
+        Plaintext::Empty => {}
+    }
+    let result = tls.read_tls(stream);
+    if tls.wants_write() {
+        core.mark_dirty(token);
+    }
+    match result {
+        Ok(Ok(0)) => {
+            core.handle_hangup(token, None);
+            (ReadOutcome::Done, 0)
+        }
+        // Decrypted bytes (if any) are handed over on the next step.
+        Ok(Ok(n)) => (ReadOutcome::More, n),
+        Ok(Err(e)) => {
+            // rustls queued an alert; it goes out with the closing write.
+            core.close(token, CloseReason::Tls(e.to_string()));
+            (ReadOutcome::Done, 0)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => (ReadOutcome::Done, 0),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => (ReadOutcome::More, 0),
+        Err(e) => {
+            core.handle_hangup(token, Some(e.kind()));
+            (ReadOutcome::Done, 0)
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! `connection` (per-socket state machine and buffers), `router` (topic trie, retained messages),
 //! `session` (in-flight, QoS 2 state, offline queue), `broker` (MQTT semantics, sans-IO),
 //! `event_loop` (sockets, timers, the clock), `config` (command line and mosquitto.conf),
-//! `memory` (heap accounting for `memory_limit`).
+//! `memory` (heap accounting for `memory_limit`), `tls` (TLS under MQTT and WebSocket, rustls).
 
 pub mod broker;
 pub mod buffer;
@@ -17,6 +17,7 @@ pub mod memory;
 pub mod mqtt;
 pub mod router;
 pub mod session;
+pub mod tls;
 pub mod ws;
 
 /// Every allocation is counted, for `memory_limit` (see `memory`).

@@ -101,6 +101,9 @@ pub enum CloseReason {
     WebSocket(WsError),
     /// The peer sent a WebSocket close frame (with this status code).
     WebSocketClosed(Option<u16>),
+    /// The TLS layer failed (a plain client on a TLS port, a bad certificate...): its alert is
+    /// sent, nothing else.
+    Tls(String),
     /// The HTTP upgrade was refused (the HTTP answer is already queued).
     Handshake(HandshakeError),
     /// CONNECT refused with this return code (CONNACK already queued).
@@ -119,7 +122,11 @@ impl CloseReason {
     /// The WebSocket close status sent to the peer, if a close frame is sent at all.
     fn ws_close_code(&self) -> Option<Option<u16>> {
         match self {
-            CloseReason::Handshake(_) | CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::SendTimeout => None,
+            CloseReason::Handshake(_)
+            | CloseReason::PeerClosed
+            | CloseReason::Io(_)
+            | CloseReason::SendTimeout
+            | CloseReason::Tls(_) => None,
             CloseReason::WebSocketClosed(code) => Some(*code),
             CloseReason::WebSocket(e) => Some(Some(e.close_code())),
             CloseReason::Protocol(ProtocolError::Decode(DecodeError::PacketTooLarge { .. })) => Some(Some(1009)),
@@ -143,6 +150,7 @@ impl CloseReason {
                 | CloseReason::ClientDisconnect
                 | CloseReason::WebSocketClosed(_)
                 | CloseReason::Shutdown
+                | CloseReason::Tls(_)
         )
     }
 }
@@ -633,6 +641,7 @@ impl Core {
             CloseReason::Protocol(e) => warn!("Client {who} disconnected due to protocol error: {e}."),
             CloseReason::WebSocket(e) => warn!("Client {who} disconnected due to WebSocket error: {e}."),
             CloseReason::WebSocketClosed(code) => info!("Client {who} closed its WebSocket (code {code:?})."),
+            CloseReason::Tls(e) => info!("Client {who} disconnected: TLS error: {e}."),
             CloseReason::Handshake(e) => info!("Refused WebSocket upgrade from {who}: {e}."),
             CloseReason::ConnectRefused(code) => info!("Refused client {who}: CONNACK code {}.", *code as u8),
             CloseReason::TakenOver => info!("Client {who} already connected, closing old connection."),

@@ -5,6 +5,11 @@
 //   node mqttjs_tool.js sub --url URL -t TOPIC [-q QOS] [-C COUNT]   (prints READY, then "topic qos retain payload")
 //   node mqttjs_tool.js pub --url URL -t TOPIC -m MSG [-q QOS] [-r]
 //
+//   node mqttjs_tool.js connect --url URL [-i ID]   (prints "CONNACK <code>", 0 = accepted)
+//
+// wss:// and mqtts:// URLs trust --ca FILE (and present --cert/--key FILE if given); -u/-P
+// set the username and password.
+//
 // Every command is bounded by --timeout seconds (default 20) and exits non-zero on failure.
 'use strict';
 const mqtt = require('mqtt');
@@ -22,6 +27,12 @@ function parseArgs(argv) {
     else if (k === '-r') a.retain = true;
     else if (k === '--timeout') a.timeout = Number(v());
     else if (k === '--linger') a.linger = Number(v());
+    else if (k === '--ca') a.ca = v();
+    else if (k === '--cert') a.cert = v();
+    else if (k === '--key') a.key = v();
+    else if (k === '-u') a.username = v();
+    else if (k === '-P') a.password = v();
+    else if (k === '-i') a.id = v();
     else throw new Error('unknown argument ' + k);
   }
   return a;
@@ -34,6 +45,9 @@ function fail(msg) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// TLS files and credentials from the command line, for every connection.
+const CONN_OPTS = {};
+
 function connect(url, opts = {}) {
   return new Promise((resolve, reject) => {
     const c = mqtt.connect(url, {
@@ -41,6 +55,7 @@ function connect(url, opts = {}) {
       reconnectPeriod: 0,
       connectTimeout: 10000,
       clean: true,
+      ...CONN_OPTS,
       ...opts,
     });
     c.inbox = [];
@@ -122,11 +137,29 @@ async function pub(a) {
   await c.endAsync();
 }
 
+async function connectOnce(a) {
+  try {
+    const c = await connect(a.url, a.id ? { clientId: a.id } : {});
+    console.log('CONNACK 0');
+    await c.endAsync();
+  } catch (e) {
+    // MQTT.js reports a refusing CONNACK as an error carrying its code.
+    if (typeof e.code === 'number') console.log('CONNACK ' + e.code);
+    else console.log('ERROR ' + (e.code || e.message));
+  }
+}
+
 async function main() {
   const a = parseArgs(process.argv.slice(2));
+  const fs = require('fs');
+  if (a.ca) CONN_OPTS.ca = fs.readFileSync(a.ca);
+  if (a.cert) CONN_OPTS.cert = fs.readFileSync(a.cert);
+  if (a.key) CONN_OPTS.key = fs.readFileSync(a.key);
+  if (a.username !== undefined) CONN_OPTS.username = a.username;
+  if (a.password !== undefined) CONN_OPTS.password = a.password;
   setTimeout(() => fail('timed out after ' + a.timeout + ' s'), a.timeout * 1000).unref();
   if (!a.url) fail('--url is required');
-  const cmds = { selftest, sub, pub };
+  const cmds = { selftest, sub, pub, connect: connectOnce };
   if (!cmds[a.cmd]) fail('unknown command ' + a.cmd);
   await cmds[a.cmd](a);
   process.exit(0);

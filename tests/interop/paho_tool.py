@@ -6,7 +6,9 @@ failure, printing the reason to stderr. Lines on stdout are the protocol with
 the Rust test: "READY" once subscriptions are acknowledged, one line per
 received message, "PASS ..." when a self-checking scenario succeeded.
 
-URLs: tcp://HOST:PORT or ws://HOST:PORT/PATH (MQTT over WebSocket, subprotocol "mqtt").
+URLs: tcp://HOST:PORT or ws://HOST:PORT/PATH (MQTT over WebSocket, subprotocol "mqtt");
+mqtts:// and wss:// use TLS, trusting --cafile (and presenting --cert/--key if given).
+-u/-P set the username and password of every connection.
 """
 import argparse
 import hashlib
@@ -17,6 +19,10 @@ import time
 import urllib.parse
 
 import paho.mqtt.client as mqtt
+
+
+# Connection options from the command line (TLS files, credentials), for make_client.
+OPTS = {}
 
 
 def out(line):
@@ -41,7 +47,7 @@ def watchdog(seconds):
 
 def make_client(url, client_id="", clean_session=True, keepalive=30):
     u = urllib.parse.urlparse(url)
-    transport = {"tcp": "tcp", "mqtt": "tcp", "ws": "websockets"}[u.scheme]
+    transport = {"tcp": "tcp", "mqtt": "tcp", "mqtts": "tcp", "ws": "websockets", "wss": "websockets"}[u.scheme]
     c = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -51,6 +57,10 @@ def make_client(url, client_id="", clean_session=True, keepalive=30):
     )
     if transport == "websockets":
         c.ws_set_options(path=u.path or "/mqtt")
+    if u.scheme in ("mqtts", "wss"):
+        c.tls_set(ca_certs=OPTS.get("cafile"), certfile=OPTS.get("cert"), keyfile=OPTS.get("key"))
+    if OPTS.get("username") is not None:
+        c.username_pw_set(OPTS["username"], OPTS.get("password"))
     # Never auto-reconnect quickly: a reconnect would hide broker behaviour.
     c.reconnect_delay_set(min_delay=60, max_delay=120)
     c._midge_addr = (u.hostname, u.port, keepalive)
@@ -393,9 +403,28 @@ def cmd_selftest(a):
     pub.close()
 
 
+def cmd_connect(a):
+    """Connect once and print "CONNACK <code>" (0 = accepted); exits 0 whatever the code."""
+    conn = Conn(a.url, client_id=a.id or "")
+    host, port, keepalive = conn.c._midge_addr
+    try:
+        conn.c.connect(host, port, keepalive)
+    except Exception as e:  # TLS refused, connection reset...
+        out("ERROR %s" % type(e).__name__)
+        return
+    conn.c.loop_start()
+    if not conn.connected.wait(10) and conn.connect_rc is None:
+        out("ERROR no CONNACK")
+        return
+    rc = conn.connect_rc
+    out("CONNACK %d" % (rc.value if hasattr(rc, "value") else int(rc)))
+    conn.c.disconnect()
+    conn.c.loop_stop()
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("cmd", choices=["sub", "pub", "will", "takeover", "unsubscribe", "many", "selftest"])
+    p.add_argument("cmd", choices=["sub", "pub", "will", "takeover", "unsubscribe", "many", "selftest", "connect"])
     p.add_argument("--url", required=True)
     p.add_argument("-t", "--topic", action="append", default=[])
     p.add_argument("-q", "--qos", type=int, default=0)
@@ -414,7 +443,13 @@ def main():
     p.add_argument("--mode", choices=["clean", "hang"], default="hang")
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--timeout", type=float, default=20)
+    p.add_argument("--cafile")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("-u", "--username")
+    p.add_argument("-P", "--password")
     a = p.parse_args()
+    OPTS.update(cafile=a.cafile, cert=a.cert, key=a.key, username=a.username, password=a.password)
     watchdog(a.timeout + 5)
     globals()["cmd_" + a.cmd](a)
     sys.stdout.flush()
