@@ -133,15 +133,19 @@ pub struct Config {
     /// Connections per listener unless the listener sets its own (mosquitto's `max_connections`);
     /// `None`: limited only by file descriptors.
     pub max_connections: Option<usize>,
+    /// Started without a configuration file or `-b`: listening on loopback only (said at start).
+    pub local_only: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listeners: vec![
-                ListenerConfig::mqtt(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_MQTT_PORT)),
-                ListenerConfig::websockets(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_WS_PORT)),
+                // Local only until configured otherwise, as mosquitto 2 starts without a file.
+                ListenerConfig::mqtt(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_MQTT_PORT)),
+                ListenerConfig::websockets(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_WS_PORT)),
             ],
+            local_only: false,
             max_packet_size: 268_435_455,
             max_inflight: 20,
             max_queued: 1000,
@@ -256,7 +260,8 @@ const LATER_OPTIONS: &[&str] = &[
 
 /// Parse mosquitto.conf syntax. Returns the config and one warning per ignored line.
 pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
-    let mut config = Config { listeners: Vec::new(), ..Config::default() };
+    // mosquitto 2: with a configuration file, anonymous clients are refused unless allowed.
+    let mut config = Config { listeners: Vec::new(), allow_anonymous: false, ..Config::default() };
     let mut warnings = Vec::new();
     // `port` sets the default listener; it is added at the end unless listeners replace it.
     let mut default_port: Option<u16> = None;
@@ -459,7 +464,11 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
         });
     }
     if config.listeners.is_empty() {
+        // A file without listeners: the defaults, on every interface (the file is the choice).
         config.listeners = Config::default().listeners;
+        for l in &mut config.listeners {
+            l.addr.set_ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        }
     }
     Ok((config, warnings))
 }
@@ -514,7 +523,8 @@ Usage: midge [-c CONFIG] [-p PORT] [-b ADDRESS] [--ws-port PORT] [-v]
 
   -c, --config FILE   read a mosquitto.conf-style configuration file
   -p, --port PORT     MQTT over TCP port (default 1883)
-  -b, --bind ADDRESS  address the default, -p and --ws-port listeners bind to (default 0.0.0.0)
+  -b, --bind ADDRESS  address the default, -p and --ws-port listeners bind to (default
+                      127.0.0.1 without a configuration file: local only; -b 0.0.0.0 opens it)
   -w, --ws-port PORT  also serve MQTT over WebSocket on PORT (path /mqtt)
   -v, --verbose       debug logging (RUST_LOG overrides)
   -h, --help          print this help
@@ -549,7 +559,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    let ip = bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let default_ip = if file.is_some() { Ipv4Addr::UNSPECIFIED } else { Ipv4Addr::LOCALHOST };
+    let ip = bind.unwrap_or(IpAddr::V4(default_ip));
+    config.local_only = file.is_none() && bind.is_none();
     if let Some(p) = port {
         // -p replaces the configured MQTT listeners, like mosquitto's -p.
         config.listeners.retain(|l| l.protocol != Protocol::Mqtt);

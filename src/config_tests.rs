@@ -74,16 +74,60 @@ fn command_line_flags() {
 #[test]
 fn bind_flag_applies_to_every_default_listener() {
     let args = |a: &[&str]| parse_args(a.iter().map(|s| s.to_string()));
-    match args(&["-b", "127.0.0.1"]).unwrap() {
+    match args(&["-b", "192.0.2.1"]).unwrap() {
         Command::Run { config, .. } => {
             assert_eq!(config.listeners.len(), 2);
             for l in &config.listeners {
-                assert_eq!(l.addr.ip(), "127.0.0.1".parse::<IpAddr>().unwrap(), "{l:?}");
+                assert_eq!(l.addr.ip(), "192.0.2.1".parse::<IpAddr>().unwrap(), "{l:?}");
             }
             assert_eq!(config.listeners[1].addr.port(), DEFAULT_WS_PORT);
+            assert!(!config.local_only);
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// mosquitto 2's safe defaults: without a file, loopback only (said at start) and anonymous
+/// clients allowed; with a file, anonymous clients refused unless `allow_anonymous true`.
+#[test]
+fn safe_defaults_local_only_without_file_and_no_anonymous_with_one() {
+    let args = |a: &[&str]| parse_args(a.iter().map(|s| s.to_string()));
+    for flags in [&[][..], &["-p", "1999"][..]] {
+        let Command::Run { config, .. } = args(flags).unwrap() else { panic!() };
+        assert!(config.local_only && config.allow_anonymous, "{flags:?}");
+        for l in &config.listeners {
+            assert!(l.addr.ip().is_loopback(), "{flags:?}: {l:?}");
+        }
+    }
+    let (c, _) = parse("listener 1883\n").unwrap();
+    assert!(!c.allow_anonymous && !c.local_only);
+    assert!(c.listeners[0].addr.ip().is_unspecified());
+    let (c, _) = parse("allow_anonymous true\n").unwrap();
+    assert!(c.allow_anonymous);
+    assert!(c.listeners.iter().all(|l| l.addr.ip().is_unspecified()));
+}
+
+#[test]
+fn tls_options_apply_to_their_listener() {
+    let (c, warnings) = parse(
+        "port 8883\ncertfile /a.crt\nkeyfile /a.key\n\
+         listener 1883\n\
+         listener 8084\nprotocol websockets\ncertfile /b.crt\nkeyfile /b.key\ncafile /ca.crt\n\
+         require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\nciphers HIGH\n",
+    )
+    .unwrap();
+    assert_eq!(c.listeners.len(), 3);
+    let (default, plain, wss) = (&c.listeners[0].tls, &c.listeners[1].tls, &c.listeners[2].tls);
+    assert_eq!(c.listeners[0].addr.port(), 8883);
+    assert_eq!(default.certfile.as_deref(), Some(std::path::Path::new("/a.crt")));
+    assert!(!plain.enabled());
+    assert!(wss.enabled() && wss.require_certificate && wss.use_identity_as_username);
+    assert_eq!(wss.cafile.as_deref(), Some(std::path::Path::new("/ca.crt")));
+    assert_eq!(wss.min_version, crate::config::TlsVersion::V1_3);
+    assert!(warnings.iter().any(|w| w.contains("ciphers")), "{warnings:?}");
+    assert!(parse("listener 1\ntls_version sslv3\n").is_err());
+    // Without a port line, TLS options before any listener have no listener to go to.
+    assert!(parse("certfile /a.crt\nlistener 1883\n").is_err());
 }
 
 #[test]

@@ -26,8 +26,10 @@ const LISTENER_BASE: usize = usize::MAX - 1024;
 
 /// Bytes read per connection per turn before others get their turn (fairness under floods).
 const READ_BUDGET: usize = 1024 * 1024;
-/// The shared read buffer every socket is read into first; also the round-robin step.
-const READ_CHUNK: usize = 64 * 1024;
+/// The shared read buffer every socket is read into first; also the round-robin step. 256 KB,
+/// not 64: a 64 KB message then arrives whole in most reads instead of always spanning two,
+/// which cost 64 KB fan-in about 20% (measured A/B with `make bench`).
+const READ_CHUNK: usize = 256 * 1024;
 /// A lingering socket's peer may send this much more before it is simply closed.
 const LINGER_DISCARD_MAX: usize = 256 * 1024;
 /// Out of file descriptors: try accepting again after this long.
@@ -192,6 +194,12 @@ impl Broker {
                 }
             }
             listeners.push(Listener { socket, kind, protocol: l.protocol, addr, starved_since: None, refused: 0, tls });
+        }
+        if config.local_only {
+            info!(
+                "Starting in local only mode. Connections will only be possible from clients running on this machine. \
+                 Create a configuration file which defines a listener to allow remote access, or start with -b 0.0.0.0."
+            );
         }
         if !config.allow_anonymous {
             warn!("allow_anonymous is false and password files are not supported yet: every client will be refused.");

@@ -222,8 +222,8 @@ pub fn handle_request(buf: &[u8], config: &HandshakeConfig, peer_ip: &str) -> Ha
     if subprotocol.is_empty() && config.require_subprotocol {
         return reject(SubprotocolRequired);
     }
-    let forwarded_for =
-        if config.trusted_proxies.iter().any(|p| p.trim() == peer_ip) { forwarded_client(&h) } else { None };
+    let trusted = |ip: &str| config.trusted_proxies.iter().any(|p| p.trim() == ip);
+    let forwarded_for = if trusted(peer_ip) { forwarded_client(&h, trusted) } else { None };
 
     let accept = accept_key(key);
     let mut response = Vec::with_capacity(160);
@@ -318,10 +318,19 @@ fn pick_subprotocol(h: &Headers) -> &'static str {
     found
 }
 
-fn forwarded_client(h: &Headers) -> Option<String> {
-    let xff = h.first("x-forwarded-for").and_then(|v| v.split(',').next()).map(str::trim).filter(|v| !v.is_empty());
-    let addr = xff.or_else(|| h.first("x-real-ip").filter(|v| !v.is_empty()))?;
-    Some(addr.to_string())
+/// The client's address as a trusted proxy reports it. Each proxy appends the address it got
+/// the request from to X-Forwarded-For, and a client can put anything in front, so the list is
+/// read from the right: the first hop that is not itself a trusted proxy is the client (all
+/// trusted: the left-most). A hop that is not an IP address is not believed. Without
+/// X-Forwarded-For, X-Real-IP (set by the proxy itself). O(header length).
+fn forwarded_client(h: &Headers, trusted: impl Fn(&str) -> bool) -> Option<String> {
+    let hops: Vec<&str> = h.tokens("x-forwarded-for").filter(|v| !v.is_empty()).collect();
+    let client = match hops.iter().rposition(|hop| !trusted(hop)) {
+        Some(i) => hops.get(i).copied(),
+        None => hops.first().copied(),
+    };
+    let client = client.or_else(|| h.first("x-real-ip").filter(|v| !v.is_empty()))?;
+    client.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
 }
 
 fn reject(error: HandshakeError) -> HandshakeOutcome {

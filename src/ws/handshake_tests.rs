@@ -343,12 +343,36 @@ fn forwarded(peer: &str, extra: &[&str]) -> Option<String> {
 
 #[test]
 fn forwarded_for_only_from_trusted_proxy() {
-    let xff = "X-Forwarded-For:  203.0.113.7 , 10.0.0.2";
+    let xff = "X-Forwarded-For:  203.0.113.7";
     assert_eq!(forwarded("127.0.0.1", &[xff]).as_deref(), Some("203.0.113.7"));
     assert_eq!(forwarded("127.0.0.1", &["X-Real-IP: 198.51.100.1"]).as_deref(), Some("198.51.100.1"));
     assert_eq!(forwarded("127.0.0.1", &[xff, "X-Real-IP: 198.51.100.1"]).as_deref(), Some("203.0.113.7"));
     assert_eq!(forwarded("127.0.0.1", &[]), None);
     assert_eq!(forwarded("192.0.2.9", &[xff]), None);
+}
+
+/// A client can write anything in front of the hops the proxies append: the right-most hop
+/// that is not a trusted proxy is the client, and something that is not an address is ignored.
+#[test]
+fn forwarded_for_takes_the_right_most_untrusted_hop() {
+    let cfg = HandshakeConfig {
+        trusted_proxies: vec!["127.0.0.1".into(), "10.0.0.2".into()],
+        ..HandshakeConfig::default()
+    };
+    let via = |extra: &[&str]| match handle_request(&upgrade(extra, &[]), &cfg, "127.0.0.1") {
+        HandshakeOutcome::Accept { forwarded_for, .. } => forwarded_for,
+        other => panic!("not accepted: {other:?}"),
+    };
+    // The client claimed 1.1.1.1; the outer proxy saw 203.0.113.7; the inner one 10.0.0.2.
+    assert_eq!(via(&["X-Forwarded-For: 1.1.1.1, 203.0.113.7, 10.0.0.2"]).as_deref(), Some("203.0.113.7"));
+    // Repeated headers are one list, in order.
+    assert_eq!(via(&["X-Forwarded-For: 1.1.1.1", "X-Forwarded-For: 203.0.113.8"]).as_deref(), Some("203.0.113.8"));
+    // Every hop a trusted proxy: the left-most.
+    assert_eq!(via(&["X-Forwarded-For: 10.0.0.2, 127.0.0.1"]).as_deref(), Some("10.0.0.2"));
+    assert_eq!(via(&["X-Forwarded-For: 2001:db8::1"]).as_deref(), Some("2001:db8::1"));
+    // Not an address: not believed (the proxy's own address is used).
+    assert_eq!(via(&["X-Forwarded-For: 1.1.1.1, evil"]), None);
+    assert_eq!(via(&["X-Real-IP: <script>"]), None);
 }
 
 #[test]

@@ -1,0 +1,281 @@
+//! Security with real, independent clients: TLS (`mqtts`, `wss`) against `mosquitto_pub`/
+//! `mosquitto_sub --cafile`, paho-mqtt `tls_set` and MQTT.js in Node, with certificates made
+//! at test time by `tests/tls/make-pki.sh` (openssl). Every client run is bounded by coreutils
+//! `timeout`; a missing tool fails the test.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use midge::config::TlsSettings;
+use midge::{Config, ListenerConfig, Protocol};
+
+// ------------------------------------------------------------------------------------------------
+// Fixtures
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fresh certificates (see tests/tls/make-pki.sh for what each file is).
+fn make_pki() -> TempDir {
+    let dir = TempDir::new("midge-pki");
+    let out = Command::new("bash")
+        .arg(repo().join("tests/tls/make-pki.sh"))
+        .arg(&dir.0)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run make-pki.sh: {e}"));
+    assert!(out.status.success(), "make-pki.sh failed (is openssl installed?): {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+fn tls(pki: &TempDir, cert: &str, key: &str) -> TlsSettings {
+    TlsSettings { certfile: Some(pki.file(cert)), keyfile: Some(pki.file(key)), ..TlsSettings::default() }
+}
+
+fn lo() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// A broker on its own thread with exactly `listeners`; stopped when dropped.
+struct Broker {
+    addrs: Vec<(Protocol, SocketAddr)>,
+    handle: midge::BrokerHandle,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Broker {
+    fn start(listeners: Vec<ListenerConfig>, tweak: impl FnOnce(&mut Config)) -> Broker {
+        let mut config = Config { listeners, ..Config::default() };
+        tweak(&mut config);
+        let mut broker = midge::Broker::new(config).expect("broker binds");
+        let addrs = broker.local_addrs();
+        let handle = broker.handle();
+        let join = std::thread::spawn(move || broker.run().expect("broker runs"));
+        Broker { addrs, handle, join: Some(join) }
+    }
+
+    fn port(&self, i: usize) -> String {
+        self.addrs[i].1.port().to_string()
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.addrs[i].1
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.handle.stop();
+        if let Some(join) = self.join.take() {
+            if !std::thread::panicking() {
+                join.join().expect("broker thread");
+            }
+        }
+    }
+}
+
+/// Run `prog args` to completion, bounded by `timeout 30`.
+fn run(prog: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("30")
+        .arg(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {prog}: {e} (run `make test`, which installs the clients)"))
+}
+
+fn text(o: &Output) -> String {
+    format!("status {:?}\nstdout: {}\nstderr: {}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn interop(file: &str) -> String {
+    repo().join("tests/interop").join(file).display().to_string()
+}
+
+fn require_mqttjs() {
+    let p = repo().join("tests/interop/node_modules/mqtt");
+    assert!(p.exists(), "MQTT.js missing at {} (run `make test`)", p.display());
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+// ------------------------------------------------------------------------------------------------
+// TLS
+
+/// mosquitto_pub publishes a retained message over mqtts and mosquitto_sub reads it back, both
+/// verifying the server's ECDSA certificate (SEC1 key) against the test CA by IP address.
+#[test]
+fn mqtts_mosquitto_clients_verify_the_server_and_exchange_messages() {
+    let pki = make_pki();
+    let mut l = ListenerConfig::mqtt(lo());
+    l.tls = tls(&pki, "server.crt", "server.key");
+    let b = Broker::start(vec![l], |_| {});
+    let port = b.port(0);
+    let ca = pki.file("ca.crt");
+    let common = ["-h", "127.0.0.1", "-p", &port, "--cafile", path(&ca), "-V", "mqttv311"];
+    let out = run("mosquitto_pub", &[&common[..], &["-t", "tls/t", "-m", "over tls", "-r", "-q", "1"]].concat());
+    assert!(out.status.success(), "mosquitto_pub over mqtts: {}", text(&out));
+    let out = run("mosquitto_sub", &[&common[..], &["-t", "tls/#", "-C", "1", "-W", "10", "-v"]].concat());
+    assert!(out.status.success(), "mosquitto_sub over mqtts: {}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tls/t over tls");
+    // A client that does not trust the CA refuses the broker (and the broker goes on).
+    let out = run("mosquitto_pub", &["-h", "127.0.0.1", "-p", &port, "--cafile", path(&pki.file("rogue-ca.crt")), "-t", "x", "-m", "y"]);
+    assert!(!out.status.success(), "a client with the wrong CA connected: {}", text(&out));
+    let out = run("mosquitto_sub", &[&common[..], &["-t", "tls/#", "-C", "1", "-W", "10"]].concat());
+    assert!(out.status.success(), "broker stopped serving after a failed handshake: {}", text(&out));
+}
+
+/// An RSA key (PKCS#1) with an intermediate CA in the certificate file: paho-mqtt trusts only
+/// the root, so the chain must be sent. Its self-test runs QoS 0/1/2 and retained messages.
+#[test]
+fn mqtts_rsa_chain_paho_selftest() {
+    let pki = make_pki();
+    let mut l = ListenerConfig::mqtt(lo());
+    l.tls = tls(&pki, "server-rsa-chain.crt", "server-rsa.key");
+    let b = Broker::start(vec![l], |_| {});
+    let url = format!("mqtts://127.0.0.1:{}", b.port(0));
+    let ca = pki.file("ca.crt");
+    let out = run("python3", &[&interop("paho_tool.py"), "selftest", "--url", &url, "--cafile", path(&ca)]);
+    assert!(out.status.success(), "paho selftest over mqtts: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("PASS qos 0 1 2") && stdout.contains("PASS retained"), "{}", text(&out));
+}
+
+/// MQTT.js in Node over wss:// (TLS, then the HTTP upgrade, then WebSocket frames), trusting
+/// the test CA; and a TCP mosquitto client on a plain listener of the same broker sees it.
+#[test]
+fn wss_mqttjs_selftest_and_plain_tcp_share_the_broker() {
+    require_mqttjs();
+    let pki = make_pki();
+    let mut wss = ListenerConfig::websockets(lo());
+    wss.tls = tls(&pki, "server.crt", "server.key");
+    let b = Broker::start(vec![wss, ListenerConfig::mqtt(lo())], |_| {});
+    let url = format!("wss://127.0.0.1:{}/mqtt", b.port(0));
+    let ca = pki.file("ca.crt");
+    let out = run("node", &[&interop("mqttjs_tool.js"), "selftest", "--url", &url, "--ca", path(&ca)]);
+    assert!(out.status.success(), "MQTT.js selftest over wss: {}", text(&out));
+    let out = run("node", &[&interop("mqttjs_tool.js"), "pub", "--url", &url, "--ca", path(&ca), "-t", "mix/wss", "-m", "from wss", "-q", "1", "-r"]);
+    assert!(out.status.success(), "MQTT.js pub over wss: {}", text(&out));
+    let port = b.port(1);
+    let out = run("mosquitto_sub", &["-h", "127.0.0.1", "-p", &port, "-t", "mix/#", "-C", "1", "-W", "10", "-v"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "mix/wss from wss");
+}
+
+/// A plain MQTT client on a TLS port is closed cleanly (no hang, no crash), and TLS clients
+/// are still served; the same for a plain HTTP upgrade on a wss port.
+#[test]
+fn plain_clients_on_tls_ports_are_closed_and_others_served() {
+    let pki = make_pki();
+    let mut mqtts = ListenerConfig::mqtt(lo());
+    mqtts.tls = tls(&pki, "server.crt", "server.key");
+    let mut wss = ListenerConfig::websockets(lo());
+    wss.tls = tls(&pki, "server.crt", "server.key");
+    let b = Broker::start(vec![mqtts, wss], |_| {});
+    let connect: &[u8] = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04abcd";
+    let upgrade = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    for (i, hello) in [(0, connect), (1, upgrade.as_bytes())] {
+        let start = Instant::now();
+        let mut s = TcpStream::connect(b.addr(i)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(hello).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("listener {i}: not closed within 5 s ({e}); got {got:?}"),
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "listener {i}: took {:?}", start.elapsed());
+        // At most a TLS alert record (content type 21), never MQTT or HTTP in the clear.
+        assert!(got.is_empty() || got[0] == 21, "listener {i}: answered {got:?}");
+    }
+    let ca = pki.file("ca.crt");
+    let out = run("mosquitto_pub", &["-h", "127.0.0.1", "-p", &b.port(0), "--cafile", path(&ca), "-t", "still", "-m", "served"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `require_certificate true`: a client certificate signed by `cafile` is needed; none, or one
+/// from another CA, fails the handshake.
+#[test]
+fn require_certificate_accepts_only_clients_signed_by_cafile() {
+    let pki = make_pki();
+    let mut l = ListenerConfig::mqtt(lo());
+    l.tls = TlsSettings { cafile: Some(pki.file("ca.crt")), require_certificate: true, ..tls(&pki, "server.crt", "server.key") };
+    let b = Broker::start(vec![l], |_| {});
+    let port = b.port(0);
+    let ca = pki.file("ca.crt");
+    let base = ["-h", "127.0.0.1", "-p", &port, "--cafile", path(&ca), "-t", "c", "-m", "x"];
+    let (good_cert, good_key) = (pki.file("client.crt"), pki.file("client.key"));
+    let out = run("mosquitto_pub", &[&base[..], &["--cert", path(&good_cert), "--key", path(&good_key)]].concat());
+    assert!(out.status.success(), "client certificate refused: {}", text(&out));
+    let out = run("mosquitto_pub", &base);
+    assert!(!out.status.success(), "connected without a client certificate: {}", text(&out));
+    let (rogue_cert, rogue_key) = (pki.file("rogue.crt"), pki.file("rogue.key"));
+    let out = run("mosquitto_pub", &[&base[..], &["--cert", path(&rogue_cert), "--key", path(&rogue_key)]].concat());
+    assert!(!out.status.success(), "connected with an untrusted client certificate: {}", text(&out));
+    // paho with the good certificate, for a second client stack.
+    let url = format!("mqtts://127.0.0.1:{port}");
+    let out = run(
+        "python3",
+        &[&interop("paho_tool.py"), "connect", "--url", &url, "--cafile", path(&ca), "--cert", path(&good_cert), "--key", path(&good_key)],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "CONNACK 0", "{}", text(&out));
+}
+
+/// Broken TLS settings stop the broker at start with a message naming the problem.
+#[test]
+fn bad_tls_files_are_a_clear_startup_error() {
+    let pki = make_pki();
+    let mut l = ListenerConfig::mqtt(lo());
+    l.tls = tls(&pki, "server.crt", "missing.key");
+    let err = midge::Broker::new(Config { listeners: vec![l], ..Config::default() }).err().expect("must fail");
+    assert!(err.to_string().contains("missing.key"), "{err}");
+    let mut l = ListenerConfig::mqtt(lo());
+    // A key that does not match the certificate.
+    l.tls = tls(&pki, "server.crt", "client.key");
+    assert!(midge::Broker::new(Config { listeners: vec![l], ..Config::default() }).is_err());
+    let mut l = ListenerConfig::mqtt(lo());
+    l.tls = TlsSettings { require_certificate: true, ..tls(&pki, "server.crt", "server.key") };
+    let err = midge::Broker::new(Config { listeners: vec![l], ..Config::default() }).err().expect("must fail");
+    assert!(err.to_string().contains("cafile"), "{err}");
+}
