@@ -52,10 +52,10 @@
 //! tab-separated words), `topic`/`pattern` without a topic, an unknown access word (they are
 //! case-sensitive), an invalid topic filter (`#` not alone as the last level, `+` not alone in
 //! a level, more than 65535 bytes, more than 200 `/`), `user` without a name. Two refusals are
-//! midge's own, for files that are not text: a NUL byte (mosquitto silently cuts the line there)
-//! and, in [`Acl::load`], bytes that are not UTF-8 (mosquitto accepts such rules, which can
-//! never match an MQTT topic, but `user` lines among them would shift later rules to the wrong
-//! user if we skipped them).
+//! midge's own, for files that are not text: a NUL byte (mosquitto accepts it and, being C,
+//! reads the line only up to it) and, in [`Acl::load`], bytes that are not UTF-8 (mosquitto
+//! accepts such rules, which can never match an MQTT topic, but `user` lines among them would
+//! shift later rules to the wrong user if we skipped them).
 //!
 //! Not here, because mosquitto does them outside the ACL file code: bridges bypass ACLs, and
 //! publishing to `$SYS/...` (other than `$SYS/broker/connection/+/state`) or `$share/...` is
