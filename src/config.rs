@@ -27,6 +27,19 @@ pub struct ListenerConfig {
     pub max_connections: Option<usize>,
     /// TLS (`mqtts`, `wss`) when `certfile` is set.
     pub tls: TlsSettings,
+    /// This listener's own `allow_anonymous`, `password_file` and `acl_file`, used with
+    /// `per_listener_settings true`.
+    pub auth: AuthSettings,
+}
+
+/// Who may connect and what they may touch (mosquitto's names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthSettings {
+    pub allow_anonymous: Option<bool>,
+    /// mosquitto_passwd's format.
+    pub password_file: Option<PathBuf>,
+    /// mosquitto's ACL file format.
+    pub acl_file: Option<PathBuf>,
 }
 
 /// The lowest TLS version a listener accepts (mosquitto's `tls_version`).
@@ -69,6 +82,7 @@ impl ListenerConfig {
             ws: HandshakeConfig::default(),
             max_connections: None,
             tls: TlsSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 
@@ -104,6 +118,12 @@ pub struct Config {
     /// Time allowed from accept to CONNECT (WebSocket handshake included).
     pub connect_timeout: Duration,
     pub allow_anonymous: bool,
+    /// Without `per_listener_settings`: for every listener.
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
+    /// mosquitto's `per_listener_settings`: `allow_anonymous`, `password_file` and `acl_file`
+    /// after a `listener` line apply to that listener only.
+    pub per_listener_settings: bool,
     /// Largest packet accepted before CONNECT is (CONNECT itself, will and credentials
     /// included), so an unauthenticated socket cannot make the broker buffer much.
     pub max_connect_packet_size: usize,
@@ -152,6 +172,9 @@ impl Default for Config {
             max_queued_bytes: 0,
             connect_timeout: Duration::from_secs(10),
             allow_anonymous: true,
+            password_file: None,
+            acl_file: None,
+            per_listener_settings: false,
             max_connect_packet_size: 16 * 1024,
             message_size_limit: 0,
             max_topic_levels: 200,
@@ -169,6 +192,24 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The authentication settings that apply to listener `index`: its own with
+    /// `per_listener_settings` (the global ones where it sets none), else the global ones.
+    pub fn auth_for(&self, index: usize) -> AuthSettings {
+        let global = AuthSettings {
+            allow_anonymous: Some(self.allow_anonymous),
+            password_file: self.password_file.clone(),
+            acl_file: self.acl_file.clone(),
+        };
+        match self.listeners.get(index).filter(|_| self.per_listener_settings) {
+            Some(l) => AuthSettings {
+                allow_anonymous: l.auth.allow_anonymous.or(global.allow_anonymous),
+                password_file: l.auth.password_file.clone().or(global.password_file),
+                acl_file: l.auth.acl_file.clone().or(global.acl_file),
+            },
+            None => global,
+        }
+    }
+
     /// A TCP and a WebSocket listener on 127.0.0.1, ephemeral ports (for tests).
     pub fn loopback_ephemeral() -> Config {
         let lo = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -218,8 +259,6 @@ impl std::error::Error for ConfigError {}
 
 /// mosquitto options we know and will implement in later issues: accepted with a warning.
 const LATER_OPTIONS: &[&str] = &[
-    "password_file",
-    "acl_file",
     "persistence",
     "persistence_location",
     "persistence_file",
@@ -237,7 +276,6 @@ const LATER_OPTIONS: &[&str] = &[
     "max_keepalive",
     "retain_available",
     "set_tcp_nodelay",
-    "per_listener_settings",
     "user",
     "pid_file",
     "include_dir",
@@ -324,7 +362,32 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                     other => return Err(invalid(format!("unknown protocol '{other}' (mqtt or websockets)"))),
                 };
             }
-            "allow_anonymous" => config.allow_anonymous = parse_bool(one("true/false")?).map_err(&invalid)?,
+            // The current listener's own (used with per_listener_settings), and global.
+            "allow_anonymous" => {
+                let v = parse_bool(one("true/false")?).map_err(&invalid)?;
+                if !(saw_listener && config.per_listener_settings) {
+                    config.allow_anonymous = v;
+                }
+                if let Some(last) = config.listeners.last_mut().filter(|_| saw_listener) {
+                    last.auth.allow_anonymous = Some(v);
+                }
+            }
+            "password_file" | "acl_file" => {
+                let v = PathBuf::from(one("file name")?);
+                let (global, own) = match key {
+                    "password_file" => (&mut config.password_file, config.listeners.last_mut().map(|l| &mut l.auth.password_file)),
+                    _ => (&mut config.acl_file, config.listeners.last_mut().map(|l| &mut l.auth.acl_file)),
+                };
+                // With per_listener_settings (set before the listeners, as mosquitto wants it),
+                // a listener's line is its own; otherwise every line is global.
+                if !(saw_listener && config.per_listener_settings) {
+                    *global = Some(v.clone());
+                }
+                if let Some(own) = own.filter(|_| saw_listener) {
+                    *own = Some(v);
+                }
+            }
+            "per_listener_settings" => config.per_listener_settings = parse_bool(one("true/false")?).map_err(&invalid)?,
             "max_inflight_messages" => {
                 let n = parse_number(one("number")?).map_err(&invalid)?;
                 // mosquitto: 0 means no limit.
