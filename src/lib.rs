@@ -6,8 +6,10 @@
 //! `connection` (per-socket state machine and buffers), `router` (topic trie, retained messages),
 //! `session` (in-flight, QoS 2 state, offline queue), `broker` (MQTT semantics, sans-IO),
 //! `event_loop` (sockets, timers, the clock), `config` (command line and mosquitto.conf),
-//! `memory` (heap accounting for `memory_limit`).
+//! `memory` (heap accounting for `memory_limit`), `auth` (mosquitto password files and the
+//! `midge passwd` command).
 
+pub mod auth;
 pub mod broker;
 pub mod buffer;
 pub mod config;

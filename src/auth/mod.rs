@@ -1,0 +1,3 @@
+//! Client authentication: mosquitto-compatible password files (`passwd`).
+
+pub mod passwd;
