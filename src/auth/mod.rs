@@ -1,3 +1,5 @@
-//! Client authentication: mosquitto-compatible password files (`passwd`).
+//! Client authentication: mosquitto-compatible password files (`passwd`) and the `midge passwd`
+//! command that writes them (`passwd_cli`).
 
 pub mod passwd;
+pub mod passwd_cli;
