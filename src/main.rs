@@ -1,11 +1,23 @@
-//! The `midge` command: parse arguments, set up logging, run the broker.
+//! The `midge` command: parse arguments, set up logging, run the broker; or, as `midge passwd`,
+//! edit a password file.
 
 use std::process::ExitCode;
 
 use midge::config::{parse_args, Command, USAGE};
 
 fn main() -> ExitCode {
-    let command = match parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("passwd") {
+        // `midge passwd ...`: mosquitto_passwd's job, so one binary is all a setup needs.
+        return match midge::auth::passwd_cli::run(args.get(2..).unwrap_or(&[])) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("midge passwd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let command = match parse_args(args.into_iter().skip(1)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("midge: {e}");

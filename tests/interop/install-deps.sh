@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the independent MQTT clients that tests/interop.rs drives:
 #   - mosquitto_pub / mosquitto_sub   (Debian: mosquitto-clients)
-#   - mosquitto (the broker)          (Debian: mosquitto; tests/acl_mosquitto.rs compares ACL decisions with it)
+#   - mosquitto, mosquitto_passwd     (Debian: mosquitto; tests/acl_mosquitto.rs, tests/passwd_mosquitto.rs)
 #   - headless Chromium               (Debian: chromium)
 #   - Node.js + npm                   (Debian: nodejs npm, only if missing)
 #   - Python paho-mqtt 2.x            (PyPI: paho-mqtt)
@@ -22,7 +22,7 @@ as_root() {
 
 apt_pkgs=()
 have mosquitto_pub && have mosquitto_sub || apt_pkgs+=(mosquitto-clients)
-[ -x /usr/sbin/mosquitto ] || apt_pkgs+=(mosquitto)
+[ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/mosquitto_passwd ] || apt_pkgs+=(mosquitto)
 [ -x /usr/bin/chromium ] || have chromium || apt_pkgs+=(chromium)
 have python3 || apt_pkgs+=(python3 python3-pip)
 have node || apt_pkgs+=(nodejs)
