@@ -375,7 +375,9 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
             "password_file" | "acl_file" => {
                 let v = PathBuf::from(one("file name")?);
                 let (global, own) = match key {
-                    "password_file" => (&mut config.password_file, config.listeners.last_mut().map(|l| &mut l.auth.password_file)),
+                    "password_file" => {
+                        (&mut config.password_file, config.listeners.last_mut().map(|l| &mut l.auth.password_file))
+                    }
                     _ => (&mut config.acl_file, config.listeners.last_mut().map(|l| &mut l.auth.acl_file)),
                 };
                 // With per_listener_settings (set before the listeners, as mosquitto wants it),
@@ -387,7 +389,9 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                     *own = Some(v);
                 }
             }
-            "per_listener_settings" => config.per_listener_settings = parse_bool(one("true/false")?).map_err(&invalid)?,
+            "per_listener_settings" => {
+                config.per_listener_settings = parse_bool(one("true/false")?).map_err(&invalid)?
+            }
             "max_inflight_messages" => {
                 let n = parse_number(one("number")?).map_err(&invalid)?;
                 // mosquitto: 0 means no limit.
@@ -473,8 +477,15 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                 }
             }
             // TLS options apply to the last listener, or to the default one before any listener.
-            "certfile" | "keyfile" | "cafile" | "capath" | "require_certificate" | "use_identity_as_username"
-            | "tls_version" | "ciphers" | "ciphers_tls1.3" => {
+            "certfile"
+            | "keyfile"
+            | "cafile"
+            | "capath"
+            | "require_certificate"
+            | "use_identity_as_username"
+            | "tls_version"
+            | "ciphers"
+            | "ciphers_tls1.3" => {
                 let v = one("value")?;
                 let tls = match config.listeners.last_mut().filter(|_| saw_listener) {
                     Some(last) => &mut last.tls,
@@ -523,7 +534,9 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
         return Err(ConfigError::Invalid {
             path: path.to_path_buf(),
             line: 0,
-            message: "certfile/keyfile given before any listener and without a port line; put them after a listener line".into(),
+            message:
+                "certfile/keyfile given before any listener and without a port line; put them after a listener line"
+                    .into(),
         });
     }
     if config.listeners.is_empty() {

@@ -22,7 +22,7 @@ fn users_example_config_works_as_is() {
 
 #[test]
 fn unknown_and_later_options_warn_with_line() {
-    let (_, warnings) = parse("# comment\n\npassword_file /etc/pw\nfrobnicate 3\n").unwrap();
+    let (_, warnings) = parse("# comment\n\npersistence true\nfrobnicate 3\n").unwrap();
     assert_eq!(warnings.len(), 2);
     assert!(warnings[0].starts_with("test.conf:3:"), "{}", warnings[0]);
     assert!(warnings[1].starts_with("test.conf:4:"), "{}", warnings[1]);
@@ -105,6 +105,27 @@ fn safe_defaults_local_only_without_file_and_no_anonymous_with_one() {
     let (c, _) = parse("allow_anonymous true\n").unwrap();
     assert!(c.allow_anonymous);
     assert!(c.listeners.iter().all(|l| l.addr.ip().is_unspecified()));
+}
+
+#[test]
+fn auth_files_are_global_or_per_listener() {
+    let (c, _) = parse("password_file /pw\nacl_file /acl\nlistener 1883\nlistener 8083\nallow_anonymous true\n").unwrap();
+    for i in 0..2 {
+        let a = c.auth_for(i);
+        assert_eq!(a.password_file.as_deref(), Some(std::path::Path::new("/pw")));
+        assert_eq!(a.acl_file.as_deref(), Some(std::path::Path::new("/acl")));
+        assert_eq!(a.allow_anonymous, Some(true), "without per_listener_settings every line is global");
+    }
+    let (c, _) = parse(
+        "per_listener_settings true\nlistener 1883\npassword_file /a\nallow_anonymous false\n\
+         listener 8083\nprotocol websockets\nallow_anonymous true\nacl_file /b\n",
+    )
+    .unwrap();
+    let (tcp, ws) = (c.auth_for(0), c.auth_for(1));
+    assert_eq!(tcp.password_file.as_deref(), Some(std::path::Path::new("/a")));
+    assert_eq!((tcp.allow_anonymous, tcp.acl_file), (Some(false), None));
+    assert_eq!((ws.password_file, ws.allow_anonymous), (None, Some(true)));
+    assert_eq!(ws.acl_file.as_deref(), Some(std::path::Path::new("/b")));
 }
 
 #[test]

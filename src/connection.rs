@@ -20,8 +20,10 @@ pub struct LastPublish {
     pub topic: Rc<str>,
     /// `Router::generation` when `matches` was computed.
     pub generation: u64,
-    /// Matching sessions, one entry each, at their highest granted QoS.
+    /// Matching sessions, one entry each, at their highest granted QoS (and allowed to read it).
     pub matches: Vec<Subscriber>,
+    /// Whether this client may publish to `topic` (ACL, `$SYS`), decided with `matches`.
+    pub write_allowed: bool,
 }
 
 /// 1.5 x keep alive: how long a client may stay silent (3.1.2-24).
@@ -127,6 +129,10 @@ pub struct Connection {
     pub level: ProtocolLevel,
     /// Set by CONNECT; shared with the session and the broker's id map.
     pub client_id: Option<Rc<str>>,
+    /// The user name CONNECT was accepted with (or the certificate's CN), for logs.
+    pub username: Option<Rc<str>>,
+    /// The verified client certificate's CN, reported by the TLS layer before any plaintext.
+    pub tls_identity: Option<Box<str>>,
     /// Keep alive from CONNECT, in seconds; zero disables the check (3.1.2.10).
     pub keep_alive: u16,
     /// Accept time until CONNECT (the connect timeout runs from accept, however slowly bytes
@@ -168,6 +174,8 @@ impl Connection {
             phase: Phase::AwaitConnect,
             level: ProtocolLevel::V311,
             client_id: None,
+            username: None,
+            tls_identity: None,
             keep_alive: 0,
             last_received: now,
             timer_at: None,

@@ -71,6 +71,8 @@ pub struct Broker {
     poll: Poll,
     listeners: Vec<Listener>,
     config: Config,
+    /// Password and ACL files, read at bind time; handed to the core when it starts.
+    security: Option<crate::auth::security::LoadedSecurity>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
 }
@@ -201,10 +203,19 @@ impl Broker {
                  Create a configuration file which defines a listener to allow remote access, or start with -b 0.0.0.0."
             );
         }
-        if !config.allow_anonymous {
-            warn!("allow_anonymous is false and password files are not supported yet: every client will be refused.");
+        let security = crate::auth::security::LoadedSecurity::load(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        for (i, l) in config.listeners.iter().enumerate() {
+            let auth = config.auth_for(i);
+            let anonymous = auth.allow_anonymous.unwrap_or(config.allow_anonymous);
+            if !anonymous && auth.password_file.is_none() && !l.tls.use_identity_as_username {
+                warn!(
+                    "Listener {}: allow_anonymous false without password_file: every client will be refused.",
+                    l.addr
+                );
+            }
         }
-        Ok(Broker { poll, listeners, config, stop: Arc::new(AtomicBool::new(false)), waker })
+        Ok(Broker { poll, listeners, config, security: Some(security), stop: Arc::new(AtomicBool::new(false)), waker })
     }
 
     /// The bound addresses, in configuration order.
@@ -218,7 +229,10 @@ impl Broker {
 
     /// Serve until `BrokerHandle::stop`.
     pub fn run(&mut self) -> io::Result<()> {
-        let core = Core::new(&self.config);
+        let mut core = Core::new(&self.config);
+        if let Some(security) = self.security.take() {
+            core.set_security(security.into_security());
+        }
         match core.memory_limit() {
             Some(limit) => info!("memory_limit: {}.", crate::memory::human(limit)),
             None => info!("memory_limit: none."),
@@ -583,6 +597,9 @@ fn read_once_tls(
     scratch: &mut [u8],
     now: Instant,
 ) -> (ReadOutcome, usize) {
+    if let Some(identity) = tls.take_identity() {
+        core.set_tls_identity(token, identity);
+    }
     match tls.read_plaintext(scratch) {
         Plaintext::Bytes(n) => {
             let data = scratch.get_mut(..n);

@@ -305,6 +305,11 @@ impl Router {
     }
 
     /// Changes whenever the subscriptions change.
+    /// Make every cached route stale (what a client may read changed). O(1).
+    pub fn invalidate_routes(&mut self) {
+        self.generation += 1;
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation
     }

@@ -320,6 +320,9 @@ pub struct Session {
     next_packet_id: u16,
     /// Messages dropped because the queue was full (for the log and, later, metrics).
     pub dropped: u64,
+    /// What this client may read and write, when its listener has an ACL file (boxed: most
+    /// sessions have none). Set at each CONNECT, since the user name may change.
+    pub acl: Option<Box<crate::auth::acl::ClientAcl>>,
 }
 
 /// What one queued message counts against `max_queued_bytes`.
@@ -342,6 +345,7 @@ impl Session {
             inbound_qos2: PacketIdSet::Empty,
             next_packet_id: 1,
             dropped: 0,
+            acl: None,
         }
     }
 

@@ -30,9 +30,15 @@ const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 pub enum TlsSetupError {
     /// `certfile` without `keyfile`, or the other way round.
     MissingKeyOrCert,
-    Read { path: String, error: String },
+    Read {
+        path: String,
+        error: String,
+    },
     /// The file holds no certificate (or no private key) in PEM.
-    Empty { path: String, what: &'static str },
+    Empty {
+        path: String,
+        what: &'static str,
+    },
     /// `require_certificate true` without `cafile`/`capath`.
     NoClientCa,
     Rustls(rustls::Error),
@@ -177,13 +183,15 @@ pub enum Plaintext {
 /// One connection's TLS state. Boxed by its owner: a plain connection pays nothing for it.
 pub struct TlsLayer {
     conn: ServerConnection,
+    /// The handshake's outcome (the client certificate's CN) was handed on.
+    identity_taken: bool,
 }
 
 impl TlsLayer {
     pub fn new(config: &Arc<ServerConfig>) -> Result<TlsLayer, TlsError> {
         let mut conn = ServerConnection::new(Arc::clone(config)).map_err(TlsError)?;
         conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-        Ok(TlsLayer { conn })
+        Ok(TlsLayer { conn, identity_taken: false })
     }
 
     /// Read ciphertext from `source` (one read) and decrypt what completes a record. `Ok(0)`:
@@ -237,6 +245,16 @@ impl TlsLayer {
 
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
+    }
+
+    /// Once, when the handshake is done: the verified client certificate's CN, if any (for
+    /// `use_identity_as_username`). O(certificate size) that once, O(1) after.
+    pub fn take_identity(&mut self) -> Option<Option<String>> {
+        if self.identity_taken || self.conn.is_handshaking() {
+            return None;
+        }
+        self.identity_taken = true;
+        Some(self.peer_common_name())
     }
 
     /// The common name (CN) of the verified client certificate's subject, for

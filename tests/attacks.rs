@@ -39,8 +39,11 @@ impl Proc {
         let dir = std::env::temp_dir().join(format!("midge-attack-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("midge.conf");
-        std::fs::write(&conf, format!("allow_anonymous true\nlistener 0 127.0.0.1\nlistener 0 127.0.0.1\nprotocol websockets\n{extra}\n"))
-            .unwrap();
+        std::fs::write(
+            &conf,
+            format!("allow_anonymous true\nlistener 0 127.0.0.1\nlistener 0 127.0.0.1\nprotocol websockets\n{extra}\n"),
+        )
+        .unwrap();
         let bin = env!("CARGO_BIN_EXE_midge");
         let mut cmd = match fd_limit {
             Some(n) => {

@@ -54,7 +54,11 @@ fn make_pki() -> TempDir {
         .arg(&dir.0)
         .output()
         .unwrap_or_else(|e| panic!("cannot run make-pki.sh: {e}"));
-    assert!(out.status.success(), "make-pki.sh failed (is openssl installed?): {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "make-pki.sh failed (is openssl installed?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir
 }
 
@@ -116,7 +120,12 @@ fn run(prog: &str, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("status {:?}\nstdout: {}\nstderr: {}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn interop(file: &str) -> String {
@@ -152,7 +161,10 @@ fn mqtts_mosquitto_clients_verify_the_server_and_exchange_messages() {
     assert!(out.status.success(), "mosquitto_sub over mqtts: {}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tls/t over tls");
     // A client that does not trust the CA refuses the broker (and the broker goes on).
-    let out = run("mosquitto_pub", &["-h", "127.0.0.1", "-p", &port, "--cafile", path(&pki.file("rogue-ca.crt")), "-t", "x", "-m", "y"]);
+    let out = run(
+        "mosquitto_pub",
+        &["-h", "127.0.0.1", "-p", &port, "--cafile", path(&pki.file("rogue-ca.crt")), "-t", "x", "-m", "y"],
+    );
     assert!(!out.status.success(), "a client with the wrong CA connected: {}", text(&out));
     let out = run("mosquitto_sub", &[&common[..], &["-t", "tls/#", "-C", "1", "-W", "10"]].concat());
     assert!(out.status.success(), "broker stopped serving after a failed handshake: {}", text(&out));
@@ -187,7 +199,24 @@ fn wss_mqttjs_selftest_and_plain_tcp_share_the_broker() {
     let ca = pki.file("ca.crt");
     let out = run("node", &[&interop("mqttjs_tool.js"), "selftest", "--url", &url, "--ca", path(&ca)]);
     assert!(out.status.success(), "MQTT.js selftest over wss: {}", text(&out));
-    let out = run("node", &[&interop("mqttjs_tool.js"), "pub", "--url", &url, "--ca", path(&ca), "-t", "mix/wss", "-m", "from wss", "-q", "1", "-r"]);
+    let out = run(
+        "node",
+        &[
+            &interop("mqttjs_tool.js"),
+            "pub",
+            "--url",
+            &url,
+            "--ca",
+            path(&ca),
+            "-t",
+            "mix/wss",
+            "-m",
+            "from wss",
+            "-q",
+            "1",
+            "-r",
+        ],
+    );
     assert!(out.status.success(), "MQTT.js pub over wss: {}", text(&out));
     let port = b.port(1);
     let out = run("mosquitto_sub", &["-h", "127.0.0.1", "-p", &port, "-t", "mix/#", "-C", "1", "-W", "10", "-v"]);
@@ -230,7 +259,10 @@ fn plain_clients_on_tls_ports_are_closed_and_others_served() {
         assert!(got.is_empty() || got[0] == 21, "listener {i}: answered {got:?}");
     }
     let ca = pki.file("ca.crt");
-    let out = run("mosquitto_pub", &["-h", "127.0.0.1", "-p", &b.port(0), "--cafile", path(&ca), "-t", "still", "-m", "served"]);
+    let out = run(
+        "mosquitto_pub",
+        &["-h", "127.0.0.1", "-p", &b.port(0), "--cafile", path(&ca), "-t", "still", "-m", "served"],
+    );
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -240,7 +272,11 @@ fn plain_clients_on_tls_ports_are_closed_and_others_served() {
 fn require_certificate_accepts_only_clients_signed_by_cafile() {
     let pki = make_pki();
     let mut l = ListenerConfig::mqtt(lo());
-    l.tls = TlsSettings { cafile: Some(pki.file("ca.crt")), require_certificate: true, ..tls(&pki, "server.crt", "server.key") };
+    l.tls = TlsSettings {
+        cafile: Some(pki.file("ca.crt")),
+        require_certificate: true,
+        ..tls(&pki, "server.crt", "server.key")
+    };
     let b = Broker::start(vec![l], |_| {});
     let port = b.port(0);
     let ca = pki.file("ca.crt");
@@ -257,7 +293,18 @@ fn require_certificate_accepts_only_clients_signed_by_cafile() {
     let url = format!("mqtts://127.0.0.1:{port}");
     let out = run(
         "python3",
-        &[&interop("paho_tool.py"), "connect", "--url", &url, "--cafile", path(&ca), "--cert", path(&good_cert), "--key", path(&good_key)],
+        &[
+            &interop("paho_tool.py"),
+            "connect",
+            "--url",
+            &url,
+            "--cafile",
+            path(&ca),
+            "--cert",
+            path(&good_cert),
+            "--key",
+            path(&good_key),
+        ],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "CONNACK 0", "{}", text(&out));
 }

@@ -183,7 +183,10 @@ mod tests {
     #[test]
     fn password_file_decides_for_users_and_allow_anonymous_for_the_rest() {
         let s = with_passwords(false);
-        assert_eq!(s.check(Some("alice"), Some(b"secret"), None), Credentials::Accepted { username: Some("alice".into()) });
+        assert_eq!(
+            s.check(Some("alice"), Some(b"secret"), None),
+            Credentials::Accepted { username: Some("alice".into()) }
+        );
         assert_eq!(s.check(Some("alice"), Some(b"wrong"), None), Credentials::BadUsernameOrPassword);
         assert_eq!(s.check(Some("alice"), None, None), Credentials::BadUsernameOrPassword);
         assert_eq!(s.check(Some("bob"), Some(b"secret"), None), Credentials::BadUsernameOrPassword);
@@ -205,7 +208,10 @@ mod tests {
     #[test]
     fn use_identity_as_username_takes_the_certificate_and_ignores_the_password() {
         let s = Security::open(false, true);
-        assert_eq!(s.check(Some("x"), Some(b"y"), Some("alice")), Credentials::Accepted { username: Some("alice".into()) });
+        assert_eq!(
+            s.check(Some("x"), Some(b"y"), Some("alice")),
+            Credentials::Accepted { username: Some("alice".into()) }
+        );
         assert_eq!(s.check(Some("x"), Some(b"y"), None), Credentials::NotAuthorized);
     }
 }

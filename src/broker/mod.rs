@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use crate::auth::security::Security;
 use crate::buffer::Slab;
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Timeouts, Transport};
@@ -212,7 +213,10 @@ pub(crate) mod warned {
 pub struct Core {
     pub(crate) limits: Limits,
     timeouts: Timeouts,
-    allow_anonymous: bool,
+    /// Per listener: who may connect, and the ACL (listeners with the same files share them).
+    security: Vec<Rc<Security>>,
+    /// Some listener has an ACL file: deliveries are checked for read access.
+    acl_active: bool,
     ws_configs: Vec<HandshakeConfig>,
     /// Per listener: `max_connections` and the current count.
     listener_limits: Vec<Option<usize>>,
@@ -280,7 +284,14 @@ impl Core {
                 memory_limit,
             },
             timeouts: Timeouts { connect: config.connect_timeout, send: config.send_timeout, slow_grace: SLOW_GRACE },
-            allow_anonymous: config.allow_anonymous,
+            security: (0..config.listeners.len().max(1))
+                .map(|i| {
+                    let auth = config.auth_for(i);
+                    let identity = config.listeners.get(i).is_some_and(|l| l.tls.use_identity_as_username);
+                    Rc::new(Security::open(auth.allow_anonymous.unwrap_or(config.allow_anonymous), identity))
+                })
+                .collect(),
+            acl_active: false,
             // Indexed by `ListenerKind::WebSocket`: the WebSocket listeners in config order.
             ws_configs: config
                 .listeners
@@ -312,6 +323,29 @@ impl Core {
             memory_full_logged: false,
             stats: Stats::default(),
         }
+    }
+
+    /// Use these loaded password and ACL files, one entry per listener (see
+    /// `auth::security::LoadedSecurity`). Cached routes are recomputed.
+    pub fn set_security(&mut self, security: Vec<Rc<Security>>) {
+        if security.is_empty() {
+            return;
+        }
+        self.acl_active = security.iter().any(|s| s.acl.is_some());
+        self.security = security;
+        self.router.invalidate_routes();
+    }
+
+    /// The TLS layer verified a client certificate with this CN (before any plaintext).
+    pub fn set_tls_identity(&mut self, token: usize, common_name: Option<String>) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.tls_identity = common_name.map(String::into_boxed_str);
+        }
+    }
+
+    /// The security settings of the listener that accepted `token`. O(1).
+    pub(crate) fn security_of(&self, listener: u16) -> Option<Rc<Security>> {
+        self.security.get(usize::from(listener)).or_else(|| self.security.first()).cloned()
     }
 
     /// The resolved `memory_limit`, in bytes (`None`: unlimited).

@@ -7,12 +7,20 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::{warned, CloseReason, Core, ProtocolError};
+use crate::auth::acl::Access;
+use crate::auth::security::Credentials;
 use crate::connection::{keep_alive_grace, Connection, LastPublish, Phase};
 use crate::mqtt::{
     encode_packet, Connect, ConnectReturnCode, Packet, Publish, QoS, Subscribe, Unsubscribe, SUBACK_FAILURE,
 };
 use crate::router::{Message, Subscriber};
 use crate::session::{InflightState, Outgoing, Session};
+
+/// `$SYS/...`: the broker's own topics, which no client may publish to (mosquitto refuses it
+/// whatever the ACL says). O(1).
+fn is_sys_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
 
 /// Levels of a topic name or filter. O(length).
 fn topic_levels(topic: &str) -> usize {
@@ -123,13 +131,30 @@ impl Core {
     }
 
     fn on_connect(&mut self, token: usize, c: Connect<'_>, now: Instant) -> Result<(), CloseReason> {
-        if let Some(conn) = self.conns.get_mut(token) {
-            conn.level = c.level;
-        }
-        if !self.allow_anonymous {
-            // No password file support yet: with anonymous access off, nobody can be verified.
-            return self.refuse_connect(token, ConnectReturnCode::NotAuthorized);
-        }
+        let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
+        conn.level = c.level;
+        let listener = conn.listener;
+        let identity = conn.tls_identity.take();
+        let Some(security) = self.security_of(listener) else { return Ok(()) };
+        let username = match security.check(c.username, c.password, identity.as_deref()) {
+            Credentials::Accepted { username } => username,
+            refused => {
+                let code = match refused {
+                    Credentials::BadUsernameOrPassword => ConnectReturnCode::BadUsernameOrPassword,
+                    _ => ConnectReturnCode::NotAuthorized,
+                };
+                if let Some(conn) = self.conns.get(token) {
+                    let who = c.username.map(|u| format!(" as user {u:?}")).unwrap_or_default();
+                    info!(
+                        "Client {:?} from {}{who} not authorised (CONNACK {}).",
+                        c.client_id,
+                        conn.peer_label(),
+                        code as u8
+                    );
+                }
+                return self.refuse_connect(token, code);
+            }
+        };
         if self.memory_full() {
             self.stats.refused_memory += 1;
             return self.refuse_connect(token, ConnectReturnCode::ServerUnavailable);
@@ -148,6 +173,17 @@ impl Core {
         } else {
             c.client_id.into()
         };
+        let acl = security.client_acl(username.clone(), Rc::clone(&client_id));
+        if let (Some(w), Some(acl)) = (&c.will, &acl) {
+            // mosquitto 2 refuses the connection whose will it would not let the client publish.
+            if !acl.allows(w.topic, Access::Write) || is_sys_topic(w.topic) {
+                info!("Client {client_id} not authorised to publish its will to {:?}.", w.topic);
+                return self.refuse_connect(token, ConnectReturnCode::NotAuthorized);
+            }
+        }
+        if c.will.as_ref().is_some_and(|w| is_sys_topic(w.topic)) {
+            return self.refuse_connect(token, ConnectReturnCode::NotAuthorized);
+        }
 
         // Take over: 3.1.4-2, the existing connection with this id is closed.
         if let Some(&old) = self.client_ids.get(&client_id) {
@@ -168,6 +204,11 @@ impl Core {
             s.connection = Some(token);
             s.clean = c.clean_session;
             s.expires_at = None;
+            if acl.is_some() || s.acl.is_some() {
+                s.acl = acl.map(Box::new);
+                // Routes cached by publishers were filtered with the old rights.
+                self.router.invalidate_routes();
+            }
         }
         let will = c.will.as_ref().map(|w| Message {
             topic: w.topic.into(),
@@ -179,17 +220,19 @@ impl Core {
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.phase = Phase::Connected { session };
         conn.client_id = Some(Rc::clone(&client_id));
+        conn.username = username;
         conn.keep_alive = c.keep_alive;
         conn.will = will;
         conn.last_received = now;
         let timer_at = conn.timer_at;
         info!(
-            "New client connected from {} as {} (p{}, c{}, k{}{}).",
+            "New client connected from {} as {} (p{}, c{}, k{}{}{}).",
             conn.peer_label(),
             client_id,
             c.level as u8,
             u8::from(c.clean_session),
             c.keep_alive,
+            conn.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default(),
             if conn.is_websocket() { ", websocket" } else { "" }
         );
         // The connect-timeout entry re-arms itself to the keep-alive deadline when it fires;
@@ -289,11 +332,16 @@ impl Core {
         // topic): reuse its topic string, which passed the limits check then, and, if
         // subscriptions have not changed since, its subscriber list.
         let generation = self.router.generation();
+        let mut write_allowed = None;
         let cached = match self.conns.get_mut(token).and_then(|c| c.last_publish.as_deref_mut()) {
             Some(last) if *last.topic == *p.topic => {
                 let list = std::mem::take(&mut last.matches);
                 let topic = Rc::clone(&last.topic);
-                Some((topic, if last.generation == generation { Ok(list) } else { Err(list) }))
+                let fresh = last.generation == generation;
+                if fresh {
+                    write_allowed = Some(last.write_allowed);
+                }
+                Some((topic, if fresh { Ok(list) } else { Err(list) }))
             }
             _ => None,
         };
@@ -314,6 +362,20 @@ impl Core {
                 (Rc::from(p.topic), Err(spare))
             }
         };
+        let write_allowed = match write_allowed {
+            Some(known) => known,
+            None => self.may_publish(session, &topic),
+        };
+        if !write_allowed {
+            // Dropped silently, as MQTT 3.1.1 has no refusal (mosquitto acknowledges it too);
+            // the decision is cached with the topic.
+            let spare = match cached {
+                Ok(list) | Err(list) => list,
+            };
+            self.remember_route(token, topic, generation, spare, false);
+            self.ack_publish(token, &p);
+            return Ok(());
+        }
         let msg = Message { topic, payload: p.payload.into(), qos: p.qos, retain: p.retain };
         if p.retain {
             self.retained.update(&msg);
@@ -323,19 +385,50 @@ impl Core {
             Err(spare) => self.subscribers_of(&msg.topic, spare),
         };
         self.deliver_to(&msg, &matches);
-        if let Some(conn) = self.conns.get_mut(token) {
-            let topic = Rc::clone(&msg.topic);
-            match conn.last_publish.as_deref_mut() {
-                Some(last) => {
-                    last.topic = topic;
-                    last.generation = generation;
-                    last.matches = matches;
-                }
-                None => conn.last_publish = Some(Box::new(LastPublish { topic, generation, matches })),
-            }
-        }
+        self.remember_route(token, Rc::clone(&msg.topic), generation, matches, true);
         self.ack_publish(token, &p);
         Ok(())
+    }
+
+    /// Keep `topic`'s route (and write decision) as the publisher's cache entry. O(1).
+    fn remember_route(
+        &mut self,
+        token: usize,
+        topic: Rc<str>,
+        generation: u64,
+        mut matches: Vec<Subscriber>,
+        write_allowed: bool,
+    ) {
+        let Some(conn) = self.conns.get_mut(token) else { return };
+        if !write_allowed {
+            matches.clear();
+        }
+        match conn.last_publish.as_deref_mut() {
+            Some(last) => {
+                last.topic = topic;
+                last.generation = generation;
+                last.matches = matches;
+                last.write_allowed = write_allowed;
+            }
+            None => conn.last_publish = Some(Box::new(LastPublish { topic, generation, matches, write_allowed })),
+        }
+    }
+
+    /// Whether the client of `session` may publish to `topic`: never to `$SYS`, and where an
+    /// ACL file applies, only what it grants. O(ACL rules of the client x levels).
+    fn may_publish(&self, session: usize, topic: &str) -> bool {
+        if is_sys_topic(topic) {
+            return false;
+        }
+        let acl = self.sessions.get(session).and_then(|s| s.acl.as_deref());
+        acl.is_none_or(|acl| acl.allows(topic, Access::Write))
+    }
+
+    /// Whether the client of `session` may receive a message on `topic` (ACL read access).
+    /// O(ACL rules of the client x levels); O(1) without an ACL file.
+    fn may_read(&self, session: usize, topic: &str) -> bool {
+        let acl = self.sessions.get(session).and_then(|s| s.acl.as_deref());
+        acl.is_none_or(|acl| acl.allows(topic, Access::Read))
     }
 
     fn ack_publish(&mut self, token: usize, p: &Publish<'_>) {
@@ -362,6 +455,11 @@ impl Core {
         self.router.matches(topic, &mut out);
         if out.len() > 1 {
             self.merge_overlapping(&mut out);
+        }
+        if self.acl_active {
+            // A wildcard subscription never leaks a topic its client may not read. Paid once
+            // per route: publishers cache the filtered list until subscriptions or rights change.
+            out.retain(|s| self.may_read(s.session, topic));
         }
         out
     }
@@ -511,6 +609,9 @@ impl Core {
         for (filter, qos) in granted {
             retained.clear();
             self.retained.matching(filter, &mut retained);
+            if self.acl_active {
+                retained.retain(|m| self.may_read(slot, &m.topic));
+            }
             for msg in retained.drain(..) {
                 let qos = msg.qos.min(qos);
                 self.deliver(slot, Outgoing { msg, qos, retain: true });

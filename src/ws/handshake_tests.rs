@@ -355,10 +355,8 @@ fn forwarded_for_only_from_trusted_proxy() {
 /// that is not a trusted proxy is the client, and something that is not an address is ignored.
 #[test]
 fn forwarded_for_takes_the_right_most_untrusted_hop() {
-    let cfg = HandshakeConfig {
-        trusted_proxies: vec!["127.0.0.1".into(), "10.0.0.2".into()],
-        ..HandshakeConfig::default()
-    };
+    let cfg =
+        HandshakeConfig { trusted_proxies: vec!["127.0.0.1".into(), "10.0.0.2".into()], ..HandshakeConfig::default() };
     let via = |extra: &[&str]| match handle_request(&upgrade(extra, &[]), &cfg, "127.0.0.1") {
         HandshakeOutcome::Accept { forwarded_for, .. } => forwarded_for,
         other => panic!("not accepted: {other:?}"),
