@@ -109,7 +109,8 @@ fn safe_defaults_local_only_without_file_and_no_anonymous_with_one() {
 
 #[test]
 fn auth_files_are_global_or_per_listener() {
-    let (c, _) = parse("password_file /pw\nacl_file /acl\nlistener 1883\nlistener 8083\nallow_anonymous true\n").unwrap();
+    let (c, _) =
+        parse("password_file /pw\nacl_file /acl\nlistener 1883\nlistener 8083\nallow_anonymous true\n").unwrap();
     for i in 0..2 {
         let a = c.auth_for(i);
         assert_eq!(a.password_file.as_deref(), Some(std::path::Path::new("/pw")));

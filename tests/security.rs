@@ -132,6 +132,13 @@ fn interop(file: &str) -> String {
     repo().join("tests/interop").join(file).display().to_string()
 }
 
+/// Run one of the interop tools (`node mqttjs_tool.js ...`, `python3 paho_tool.py ...`).
+fn tool(interpreter: &str, script: &str, args: &[&str]) -> Output {
+    let script = interop(script);
+    let all: Vec<&str> = std::iter::once(script.as_str()).chain(args.iter().copied()).collect();
+    run(interpreter, &all)
+}
+
 fn require_mqttjs() {
     let p = repo().join("tests/interop/node_modules/mqtt");
     assert!(p.exists(), "MQTT.js missing at {} (run `make test`)", p.display());
@@ -325,4 +332,268 @@ fn bad_tls_files_are_a_clear_startup_error() {
     l.tls = TlsSettings { require_certificate: true, ..tls(&pki, "server.crt", "server.key") };
     let err = midge::Broker::new(Config { listeners: vec![l], ..Config::default() }).err().expect("must fail");
     assert!(err.to_string().contains("cafile"), "{err}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Password file and ACL
+
+/// Users made with Debian's `mosquitto_passwd` (the file users bring from mosquitto).
+fn mosquitto_password_file(dir: &TempDir, users: &[(&str, &str)]) -> PathBuf {
+    let file = dir.file("passwd");
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut args = vec!["-b"];
+        if i == 0 {
+            args.insert(0, "-c");
+        }
+        let f = path(&file).to_string();
+        let out = run("mosquitto_passwd", &[&args[..], &[f.as_str(), user, password]].concat());
+        assert!(out.status.success(), "mosquitto_passwd (Debian package mosquitto): {}", text(&out));
+    }
+    file
+}
+
+/// The issue's set-up: `client` writes its upload topic and reads its download topic, `server`
+/// the reverse; `admin` reads everything, `$SYS` included; `%u/%c` patterns for devices.
+const ACL: &str = "\
+# anonymous clients: nothing
+user client
+topic write /p/client/upload
+topic read /p/client/download
+user server
+topic read /p/client/upload
+topic write /p/client/download
+topic write $SYS/broker/fake
+user admin
+topic read #
+topic read $SYS/#
+user alice
+topic readwrite cert/#
+pattern readwrite dev/%u/%c/#
+";
+
+/// A broker with a TCP and a WebSocket listener, the password file and the ACL above, and
+/// anonymous clients refused (as a configuration file has it by default).
+fn secured_broker(dir: &TempDir) -> Broker {
+    let passwords = mosquitto_password_file(
+        dir,
+        &[("client", "client-pw"), ("server", "server-pw"), ("admin", "admin-pw"), ("alice", "alice-pw")],
+    );
+    let acl = dir.file("acl");
+    std::fs::write(&acl, ACL).unwrap();
+    Broker::start(vec![ListenerConfig::mqtt(lo()), ListenerConfig::websockets(lo())], |c| {
+        c.allow_anonymous = false;
+        c.password_file = Some(passwords);
+        c.acl_file = Some(acl);
+    })
+}
+
+fn mosq(b: &Broker, user: &str, password: &str) -> Vec<String> {
+    ["-h", "127.0.0.1", "-p", &b.port(0), "-u", user, "-P", password, "-V", "mqttv311"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// `mosquitto_pub` as `user`; panics unless it succeeded.
+fn publish(b: &Broker, user: &str, password: &str, extra: &[&str]) {
+    let args = mosq(b, user, password);
+    let args: Vec<&str> = args.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+    let out = run("mosquitto_pub", &args);
+    assert!(out.status.success(), "mosquitto_pub as {user} {extra:?}: {}", text(&out));
+}
+
+/// Everything `user` receives on `filter` within a second of subscribing (retained messages
+/// arrive at once), as sorted "topic payload" lines.
+fn received(b: &Broker, user: &str, password: &str, filter: &str) -> Vec<String> {
+    let args = mosq(b, user, password);
+    let args: Vec<&str> = args.iter().map(String::as_str).chain(["-t", filter, "-v", "-W", "1"]).collect();
+    let out = run("mosquitto_sub", &args);
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// The issue's example end to end: the browser-side `client` over WebSocket (MQTT.js) and the
+/// `server` over TCP (mosquitto clients) each write and read only their own topics, and a
+/// wildcard subscription never shows a topic its user may not read.
+#[test]
+fn per_user_acl_websocket_client_and_tcp_server() {
+    require_mqttjs();
+    let dir = TempDir::new("midge-acl");
+    let b = secured_broker(&dir);
+    let ws = format!("ws://127.0.0.1:{}/mqtt", b.port(1));
+    let js = |args: &[&str]| tool("node", "mqttjs_tool.js", args);
+    // The client (WebSocket) writes its upload topic, and tries the one it may only read.
+    for (topic, msg) in [("/p/client/upload", "up"), ("/p/client/download", "forged")] {
+        let out =
+            js(&["pub", "--url", &ws, "-u", "client", "-P", "client-pw", "-t", topic, "-m", msg, "-q", "1", "-r"]);
+        assert!(out.status.success(), "MQTT.js pub as client: {}", text(&out));
+    }
+    // The server (TCP) writes the download topic, and tries the upload one.
+    publish(&b, "server", "server-pw", &["-t", "/p/client/download", "-m", "down", "-q", "1", "-r"]);
+    publish(&b, "server", "server-pw", &["-t", "/p/client/upload", "-m", "forged", "-q", "1", "-r"]);
+    assert_eq!(received(&b, "admin", "admin-pw", "#"), ["/p/client/download down", "/p/client/upload up"]);
+    assert_eq!(received(&b, "server", "server-pw", "#"), ["/p/client/upload up"]);
+    // The client reads its download topic over WebSocket, through a wildcard, and nothing else.
+    let out = js(&["sub", "--url", &ws, "-u", "client", "-P", "client-pw", "-t", "#", "-C", "1", "--linger", "0.5"]);
+    assert!(out.status.success(), "MQTT.js sub as client: {}", text(&out));
+    let lines: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| *l != "READY").map(str::to_string).collect();
+    assert_eq!(lines, ["/p/client/download 0 1 down"]);
+
+    // Live (not retained) deliveries are filtered too: the server, subscribed to `#`, sees the
+    // client's upload but not a forged download written by nobody allowed.
+    let args = mosq(&b, "server", "server-pw");
+    let mut sub = Command::new("timeout")
+        .arg("20")
+        .arg("mosquitto_sub")
+        .args(&args)
+        .args(["-t", "#", "-v", "-R", "-C", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    publish(&b, "server", "server-pw", &["-t", "/p/client/download", "-m", "live-down", "-q", "1"]);
+    publish(&b, "admin", "admin-pw", &["-t", "/p/client/upload", "-m", "not-admins-to-write"]);
+    for i in 0..2 {
+        let out = js(&[
+            "pub",
+            "--url",
+            &ws,
+            "-u",
+            "client",
+            "-P",
+            "client-pw",
+            "-t",
+            "/p/client/upload",
+            "-m",
+            &format!("live{i}"),
+            "-q",
+            "1",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let status = sub.wait().unwrap();
+    let mut got = String::new();
+    sub.stdout.take().unwrap().read_to_string(&mut got).unwrap();
+    assert!(status.success(), "server's subscriber: {status:?} {got}");
+    assert_eq!(got.lines().collect::<Vec<_>>(), ["/p/client/upload live0", "/p/client/upload live1"]);
+}
+
+/// `pattern readwrite dev/%u/%c/#`: each device writes under its own user name and client id.
+#[test]
+fn acl_patterns_substitute_username_and_client_id() {
+    let dir = TempDir::new("midge-acl");
+    let b = secured_broker(&dir);
+    for topic in ["dev/alice/c1/t", "dev/alice/c2/t", "dev/bob/c1/t"] {
+        publish(&b, "alice", "alice-pw", &["-i", "c1", "-t", topic, "-m", "x", "-r"]);
+    }
+    assert_eq!(received(&b, "admin", "admin-pw", "dev/#"), ["dev/alice/c1/t x"]);
+}
+
+/// No client publishes into `$SYS`, even with an ACL rule that says it may.
+#[test]
+fn clients_cannot_publish_to_sys() {
+    let dir = TempDir::new("midge-acl");
+    let b = secured_broker(&dir);
+    publish(&b, "server", "server-pw", &["-t", "$SYS/broker/fake", "-m", "x", "-r"]);
+    publish(&b, "admin", "admin-pw", &["-t", "$SYS/broker/fake2", "-m", "x", "-r"]);
+    assert!(received(&b, "admin", "admin-pw", "$SYS/#").is_empty());
+}
+
+/// Wrong credentials over TCP and WebSocket: CONNACK 4 (bad user name or password), anonymous
+/// CONNACK 5, from three client stacks; on the wire nothing follows the CONNACK.
+#[test]
+fn wrong_passwords_get_connack_4_and_anonymous_5_over_tcp_and_ws() {
+    require_mqttjs();
+    let dir = TempDir::new("midge-acl");
+    let b = secured_broker(&dir);
+    let tcp = format!("mqtt://127.0.0.1:{}", b.port(0));
+    let ws = format!("ws://127.0.0.1:{}/mqtt", b.port(1));
+    for url in [&tcp, &ws] {
+        for (creds, want) in [
+            (&["-u", "client", "-P", "wrong"][..], 4),
+            (&["-u", "nobody", "-P", "x"][..], 4),
+            (&[][..], 5),
+            (&["-u", "client", "-P", "client-pw"][..], 0),
+        ] {
+            let tcp_url = url.replace("mqtt://", "tcp://");
+            let args: Vec<&str> = ["connect", "--url", &tcp_url].into_iter().chain(creds.iter().copied()).collect();
+            let out = tool("python3", "paho_tool.py", &args);
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert_eq!(got, format!("CONNACK {want}"), "paho {url} {creds:?}: {}", text(&out));
+            let args: Vec<&str> = ["connect", "--url", url.as_str()].into_iter().chain(creds.iter().copied()).collect();
+            let out = tool("node", "mqttjs_tool.js", &args);
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert_eq!(got, format!("CONNACK {want}"), "MQTT.js {url} {creds:?}: {}", text(&out));
+        }
+    }
+    let out = run(
+        "mosquitto_pub",
+        &["-h", "127.0.0.1", "-p", &b.port(0), "-u", "client", "-P", "wrong", "-t", "x", "-m", "y"],
+    );
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("bad user name or password"),
+        "{}",
+        text(&out)
+    );
+    // On the wire: the CONNACK, then the connection closes.
+    let mut s = TcpStream::connect(b.addr(0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // CONNECT, client id "x", user "client", password "wrong".
+    let body: &[u8] = b"\x00\x04MQTT\x04\xc2\x00\x3c\x00\x01x\x00\x06client\x00\x05wrong";
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(body);
+    s.write_all(&packet).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert_eq!(got, [0x20, 0x02, 0x00, 0x04]);
+}
+
+/// `use_identity_as_username`: the client certificate's CN (alice) is the user name, so the
+/// ACL's `user alice` section applies to a client that sent no credentials at all.
+#[test]
+fn use_identity_as_username_applies_the_certificates_acl_section() {
+    let dir = TempDir::new("midge-acl");
+    let pki = make_pki();
+    let passwords = mosquitto_password_file(&dir, &[("admin", "admin-pw")]);
+    let acl = dir.file("acl");
+    std::fs::write(&acl, ACL).unwrap();
+    let mut mqtts = ListenerConfig::mqtt(lo());
+    mqtts.tls = TlsSettings {
+        cafile: Some(pki.file("ca.crt")),
+        require_certificate: true,
+        use_identity_as_username: true,
+        ..tls(&pki, "server.crt", "server.key")
+    };
+    let b = Broker::start(vec![ListenerConfig::mqtt(lo()), mqtts], |c| {
+        c.allow_anonymous = false;
+        c.password_file = Some(passwords);
+        c.acl_file = Some(acl);
+    });
+    let (ca, cert, key) = (pki.file("ca.crt"), pki.file("client.crt"), pki.file("client.key"));
+    for topic in ["cert/ok", "other/no"] {
+        let out = run(
+            "mosquitto_pub",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &b.port(1),
+                "--cafile",
+                path(&ca),
+                "--cert",
+                path(&cert),
+                "--key",
+                path(&key),
+                "-t",
+                topic,
+                "-m",
+                "x",
+                "-r",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(received(&b, "admin", "admin-pw", "#"), ["cert/ok x"]);
 }

@@ -417,7 +417,10 @@ def cmd_connect(a):
         out("ERROR no CONNACK")
         return
     rc = conn.connect_rc
-    out("CONNACK %d" % (rc.value if hasattr(rc, "value") else int(rc)))
+    code = rc.value if hasattr(rc, "value") else int(rc)
+    # paho 2 reports a 3.1.1 CONNACK code as the equivalent MQTT 5 reason code: map it back.
+    v3 = {0: 0, 0x84: 1, 0x85: 2, 0x88: 3, 0x86: 4, 0x87: 5}
+    out("CONNACK %d" % v3.get(code, code))
     conn.c.disconnect()
     conn.c.loop_stop()
 
