@@ -117,6 +117,9 @@ fn process(dec: &mut FrameDecoder, buf: &mut [u8], out: &mut Outcome) -> usize {
                         out.data(&buf[pos + range.start..pos + range.end]);
                         pos += n;
                     }
+                    // Only decoders built with `for_messages` (the Autobahn echo server) report
+                    // message ends; this one is the broker's stream decoder.
+                    WsEvent::MessageEnd(..) => panic!("message end from a stream decoder"),
                     WsEvent::Control(c) => {
                         assert!(n > 0, "control frame from no bytes");
                         out.control(c);
