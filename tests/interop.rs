@@ -8,9 +8,10 @@
 //! The tools are installed by `tests/interop/install-deps.sh` (run by `make test`). A missing
 //! tool makes the test fail, never pass silently. Every subprocess and every wait is bounded.
 
+mod browser_support;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -144,18 +145,6 @@ fn require_mqttjs() {
     if !pkg.exists() {
         missing("npm package mqtt (MQTT.js)", &format!("{} not found", pkg.display()));
     }
-}
-
-fn chromium_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHROMIUM") {
-        return PathBuf::from(p);
-    }
-    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    missing("chromium", "/usr/bin/chromium not found")
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -766,97 +755,10 @@ fn cross_transport_tcp_publisher_to_websocket_subscribers_and_back() {
 
 // 13. real browser
 
-/// Serves browser.html and mqtt.min.js on 127.0.0.1:0; the body of `POST /result` goes to `tx`.
-fn serve_page(tx: mpsc::Sender<String>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dir = interop_dir();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let dir = dir.clone();
-            let tx = tx.clone();
-            thread::spawn(move || {
-                let _ = handle_http(&mut s, &dir, &tx);
-            });
-        }
-    });
-    addr
-}
-
-fn handle_http(s: &mut TcpStream, dir: &Path, tx: &mpsc::Sender<String>) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let header_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
-    let mut first = head.lines().next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("").to_string();
-    let path = first.next().unwrap_or("").to_string();
-    let content_length: usize = head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[header_end..].to_vec();
-    while body.len() < content_length {
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    let path_only = path.split('?').next().unwrap_or("");
-    let (status, ctype, content) = match (method.as_str(), path_only) {
-        ("GET", "/browser.html") => ("200 OK", "text/html; charset=utf-8", std::fs::read(dir.join("browser.html"))?),
-        ("GET", "/mqtt.min.js") => {
-            ("200 OK", "text/javascript; charset=utf-8", std::fs::read(dir.join("node_modules/mqtt/dist/mqtt.min.js"))?)
-        }
-        ("POST", "/result") => {
-            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
-            ("200 OK", "text/plain", b"ok".to_vec())
-        }
-        _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
-    };
-    write!(
-        s,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        content.len()
-    )?;
-    s.write_all(&content)?;
-    s.flush()
-}
-
-/// Chromium and all its helper processes (own process group), killed on drop.
-struct Browser {
-    child: Child,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let pgid = self.child.id();
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn headless_chromium_mqttjs_chats_with_tcp_clients_over_websocket() {
     require_mosquitto_clients();
     require_mqttjs();
-    let chromium = chromium_path();
     let b = TestBroker::start();
     let token = unique("tok");
 
@@ -866,44 +768,9 @@ fn headless_chromium_mqttjs_chats_with_tcp_clients_over_websocket() {
     let sub = MosqSub::start(&b, &["chat/browser"], 1);
 
     let (tx, rx) = mpsc::channel();
-    let http = serve_page(tx);
-    let profile = TempDir::new("midge-chromium");
-    let log = std::fs::File::create(profile.0.join("chromium.log")).unwrap();
+    let http = browser_support::serve_pages(tx);
     let page = format!("http://{http}/browser.html?ws={}&token={token}", b.ws_url());
-    let child = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--mute-audio",
-        ])
-        .arg(format!("--user-data-dir={}", profile.0.join("profile").display()))
-        .arg(&page)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| missing("chromium", &e.to_string()));
-    let browser = Browser { child };
-
-    let result = match rx.recv_timeout(Duration::from_secs(40)) {
-        Ok(r) => r,
-        Err(_) => {
-            drop(browser);
-            let log = std::fs::read_to_string(profile.0.join("chromium.log")).unwrap_or_default();
-            panic!("the page did not report a result within 40 s\n--- chromium log ---\n{log}");
-        }
-    };
-    drop(browser);
+    let result = browser_support::Browser::open(&page, &[]).result(&rx, Duration::from_secs(40));
     assert!(result.starts_with(&format!("PASS browser chat {token}")), "browser page reported:\n{result}");
     let got = sub.expect_messages(1, STEP);
     assert_eq!(got, vec![format!("chat/browser 1 0 hello from browser {token}")]);

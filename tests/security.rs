@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use midge::config::TlsSettings;
 use midge::{Config, ListenerConfig, Protocol};
 
+mod browser_support;
+
 // ------------------------------------------------------------------------------------------------
 // Fixtures
 
@@ -596,4 +598,49 @@ fn use_identity_as_username_applies_the_certificates_acl_section() {
         assert!(out.status.success(), "{}", text(&out));
     }
     assert_eq!(received(&b, "admin", "admin-pw", "#"), ["cert/ok x"]);
+}
+
+/// The issue's browser case in a real browser: headless Chromium (trusting the test server
+/// certificate by its key, the way a test CA would be trusted) runs MQTT.js over wss:// as user
+/// `client`; the server over plain TCP. Each sees exactly what the ACL lets it.
+#[test]
+fn headless_chromium_over_wss_with_password_and_acl() {
+    require_mqttjs();
+    let dir = TempDir::new("midge-acl");
+    let pki = make_pki();
+    let passwords = mosquitto_password_file(&dir, &[("client", "client-pw"), ("server", "server-pw")]);
+    let acl = dir.file("acl");
+    std::fs::write(&acl, ACL).unwrap();
+    let mut wss = ListenerConfig::websockets(lo());
+    wss.tls = tls(&pki, "server.crt", "server.key");
+    let b = Broker::start(vec![ListenerConfig::mqtt(lo()), wss], |c| {
+        c.allow_anonymous = false;
+        c.password_file = Some(passwords);
+        c.acl_file = Some(acl);
+    });
+    let token = unique("tok");
+    publish(&b, "server", "server-pw", &["-t", "/p/client/download", "-m", &format!("down-{token}"), "-q", "1", "-r"]);
+    let args = mosq(&b, "server", "server-pw");
+    let mut sub = Command::new("timeout")
+        .arg("30")
+        .arg("mosquitto_sub")
+        .args(&args)
+        .args(["-t", "#", "-v", "-R", "-C", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let http = browser_support::serve_pages(tx);
+    let url = format!("wss://127.0.0.1:{}/mqtt", b.port(1));
+    let page = format!("http://{http}/secure.html?url={url}&user=client&pass=client-pw&token={token}");
+    let spki = std::fs::read_to_string(pki.file("server.spki")).unwrap();
+    let flags = [format!("--ignore-certificate-errors-spki-list={}", spki.trim())];
+    let result = browser_support::Browser::open(&page, &flags).result(&rx, Duration::from_secs(40));
+    assert!(result.starts_with(&format!("PASS secure {token}")), "browser page reported:\n{result}");
+    let status = sub.wait().unwrap();
+    let mut got = String::new();
+    sub.stdout.take().unwrap().read_to_string(&mut got).unwrap();
+    assert!(status.success(), "server's subscriber: {status:?} {got}");
+    assert_eq!(got.trim(), format!("/p/client/upload up-{token}"));
 }
