@@ -129,10 +129,10 @@ pub struct Connection {
     pub level: ProtocolLevel,
     /// Set by CONNECT; shared with the session and the broker's id map.
     pub client_id: Option<Rc<str>>,
-    /// The user name CONNECT was accepted with (or the certificate's CN), for logs.
-    pub username: Option<Rc<str>>,
-    /// The verified client certificate's CN, reported by the TLS layer before any plaintext.
-    pub tls_identity: Option<Box<str>>,
+    /// Before CONNECT: the verified client certificate's CN, as the TLS layer reported it
+    /// (for `use_identity_as_username`). After: the user name CONNECT was accepted with, for
+    /// logs. One field for both keeps idle connections small.
+    pub identity: Option<Rc<str>>,
     /// Keep alive from CONNECT, in seconds; zero disables the check (3.1.2.10).
     pub keep_alive: u16,
     /// Accept time until CONNECT (the connect timeout runs from accept, however slowly bytes
@@ -174,8 +174,7 @@ impl Connection {
             phase: Phase::AwaitConnect,
             level: ProtocolLevel::V311,
             client_id: None,
-            username: None,
-            tls_identity: None,
+            identity: None,
             keep_alive: 0,
             last_received: now,
             timer_at: None,

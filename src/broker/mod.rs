@@ -339,7 +339,9 @@ impl Core {
     /// The TLS layer verified a client certificate with this CN (before any plaintext).
     pub fn set_tls_identity(&mut self, token: usize, common_name: Option<String>) {
         if let Some(conn) = self.conns.get_mut(token) {
-            conn.tls_identity = common_name.map(String::into_boxed_str);
+            if conn.phase == Phase::AwaitConnect {
+                conn.identity = common_name.map(Rc::from);
+            }
         }
     }
 

@@ -134,7 +134,7 @@ impl Core {
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.level = c.level;
         let listener = conn.listener;
-        let identity = conn.tls_identity.take();
+        let identity = conn.identity.take();
         let Some(security) = self.security_of(listener) else { return Ok(()) };
         let username = match security.check(c.username, c.password, identity.as_deref()) {
             Credentials::Accepted { username } => username,
@@ -220,7 +220,7 @@ impl Core {
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.phase = Phase::Connected { session };
         conn.client_id = Some(Rc::clone(&client_id));
-        conn.username = username;
+        conn.identity = username;
         conn.keep_alive = c.keep_alive;
         conn.will = will;
         conn.last_received = now;
@@ -232,7 +232,7 @@ impl Core {
             c.level as u8,
             u8::from(c.clean_session),
             c.keep_alive,
-            conn.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default(),
+            conn.identity.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default(),
             if conn.is_websocket() { ", websocket" } else { "" }
         );
         // The connect-timeout entry re-arms itself to the keep-alive deadline when it fires;
