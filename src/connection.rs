@@ -151,6 +151,10 @@ pub struct Connection {
     /// Input is not read because a subscriber this client published to is congested (that
     /// subscriber's token; it wakes this connection when it drains or turns out to be slow).
     pub waiting_on: Option<usize>,
+    /// Unpaused, and listed for `Core::resume`, which has not run yet: not read until it has,
+    /// since what the pause left undecoded must go first (reading more behind it would let the
+    /// held input grow past one read chunk).
+    pub resume_pending: bool,
     pub congestion: Option<Box<Congestion>>,
     /// Limits this client hit and that were logged (`broker::warned` bits): once per client.
     pub warned: u8,
@@ -183,6 +187,7 @@ impl Connection {
             dirty: false,
             over_high: false,
             waiting_on: None,
+            resume_pending: false,
             congestion: None,
             warned: 0,
             closing: false,
@@ -193,7 +198,7 @@ impl Connection {
     /// Whether the event loop may read this connection's socket (and the core decode its held
     /// input). O(1).
     pub fn wants_input(&self) -> bool {
-        !self.closing && !self.over_high && self.waiting_on.is_none()
+        !self.closing && !self.over_high && self.waiting_on.is_none() && !self.resume_pending
     }
 
     pub fn congestion_mut(&mut self) -> &mut Congestion {

@@ -78,6 +78,7 @@ impl Core {
             conn.congestion = None;
         }
         if was_over && conn.wants_input() {
+            conn.resume_pending = true;
             self.resumed.push(token);
         }
         self.wake(waiters);
@@ -90,6 +91,7 @@ impl Core {
             let Some(conn) = self.conns.get_mut(w) else { continue };
             conn.waiting_on = None;
             if conn.wants_input() {
+                conn.resume_pending = true;
                 self.resumed.push(w);
             }
         }

@@ -52,7 +52,12 @@ impl Core {
     /// The caller then reads its socket if `wants_input` still says so.
     pub fn resume(&mut self, token: usize, now: Instant) {
         self.now = now;
-        let Some(conn) = self.conns.get_mut(token).filter(|c| c.wants_input()) else { return };
+        let Some(conn) = self.conns.get_mut(token) else { return };
+        conn.resume_pending = false;
+        if !conn.wants_input() {
+            // Paused again before its turn: it is listed again when that pause ends.
+            return;
+        }
         // MQTT bytes already taken out of WebSocket frames come first, then undecoded frames.
         if let Transport::Ws(ws) = &mut conn.transport {
             let mut held = std::mem::take(&mut ws.mqtt_in);

@@ -43,7 +43,19 @@ impl Core {
         for (token, conn) in self.conns.iter() {
             let (input, output) = self.buffered(token).unwrap_or_default();
             if input > input_bound {
-                return Err(format!("connection {token} holds {input} bytes of input (bound {input_bound})"));
+                let ws = match &conn.transport {
+                    Transport::Ws(ws) => ws.mqtt_in.len(),
+                    _ => 0,
+                };
+                return Err(format!(
+                    "connection {token} holds {input} bytes of input (bound {input_bound}): raw {}, ws mqtt {ws}, \
+                     {:?}, over_high {}, waiting_on {:?}, closing {}",
+                    conn.raw_in.len(),
+                    conn.phase,
+                    conn.over_high,
+                    conn.waiting_on,
+                    conn.closing
+                ));
             }
             if output > output_bound {
                 return Err(format!("connection {token} has {output} bytes of output queued (bound {output_bound})"));

@@ -330,6 +330,23 @@ fn retained_messages_for_a_wildcard_come_from_its_branch_only() {
 }
 
 #[test]
+fn fuzz_regression_a_woken_publisher_is_not_read_before_resume() {
+    // Found by the broker fuzz target (4M executions): a publisher paused with undecoded input
+    // was woken (its subscriber closed) and read again before `resume` decoded what it held,
+    // so its held input grew past one read chunk (104 KB with a 2 KB packet limit).
+    let (mut h, s, p) = flood(100, 1000);
+    let (held, _) = h.core.buffered(p).unwrap();
+    assert!(held > 0 && !h.core.wants_input(p));
+    h.core.close(s, CloseReason::PeerClosed);
+    assert!(!h.core.wants_input(p), "woken, but what it holds is decoded by resume first");
+    assert_eq!(h.core.take_resumed(), vec![p]);
+    h.core.resume(p, h.now);
+    assert!(h.core.wants_input(p));
+    assert_eq!(h.core.buffered(p).unwrap().0, 0, "resume decoded what the pause left");
+    h.core.check_invariants().unwrap();
+}
+
+#[test]
 fn fuzz_regression_shutdown_finishes_lingering_connections() {
     // Found by the broker fuzz target: a connection lingering after a refused CONNACK was left
     // behind by shutdown (it was already closing, so closing it again did nothing).
