@@ -216,7 +216,11 @@ fn attack_unread_output_pingreq_flood() {
     // send_timeout 3: a connection whose output makes no progress is closed.
     let deadline = Instant::now() + Duration::from_secs(8);
     while p.log_has("send_timeout") == 0 {
-        assert!(Instant::now() < deadline, "stalled connection not closed by send_timeout");
+        assert!(
+            Instant::now() < deadline,
+            "stalled connection not closed by send_timeout; broker log:\n{}",
+            p.log.lock().unwrap().join("\n")
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("ATTACK unread output: {} bytes accepted before pushback", sent);
@@ -233,8 +237,15 @@ fn attack_out_of_file_descriptors_listener_recovers() {
     drop(conns);
     std::thread::sleep(Duration::from_millis(300));
     p.report("out of file descriptors", before, t0.elapsed());
-    assert_eq!(p.log_has("accept failed"), 1, "logged once per episode");
-    assert!(p.log_has("Accepting connections again") >= 1);
+    // Once per episode: a loaded machine may let one accept through mid-burst, which ends an
+    // episode (logged) and may start another.
+    let (failed, recovered) = (p.log_has("accept failed"), p.log_has("Accepting connections again"));
+    assert!(recovered >= 1, "recovery logged");
+    assert!(
+        failed == recovered || failed == recovered + 1,
+        "one line per episode: {failed} failed, {recovered} recovered"
+    );
+    assert!(failed <= 3, "{failed} episodes for one burst");
 }
 
 #[test]
