@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: midge vs mosquitto vs rumqttd, MQTT 3.1.1 over TCP and WebSocket, loopback only.
+# `make bench`: midge vs mosquitto vs rumqttd, MQTT 3.1.1 over TCP and WebSocket, plain and under
+# TLS, loopback only.
 #
 # Installs the peers when missing (Debian `mosquitto`; rumqttd 0.20.0 via `cargo install` into
 # a cache dir outside the repo), builds midge and the load generator (benches/loadgen/) in
@@ -18,16 +19,32 @@
 # Every row has a loss column: messages sent x fan-out and not received after the drain, as
 # a percentage, mosquitto/rumqttd/midge ("0" = nothing lost, "-" = broker not run).
 #
+# TLS rows (TR = mqtts: MQTT over TLS; wss: WebSocket over TLS): fanin-q0-16-TR,
+# fanin-q0-65536-TR, fanout-16-TR, conns-TR. One PKI per run (tests/tls/make-pki.sh into the
+# bench tmp dir: a CA and an ECDSA P-256 server certificate for 127.0.0.1); for these rows
+# every broker gets two more listeners on it (midge and mosquitto: `certfile`/`keyfile` on a
+# `listener`, with `protocol websockets` for wss; rumqttd: [v4.2.tls]/[ws.2.tls]); the loadgen
+# (--tls CA) trusts the CA, checks 127.0.0.1 as an IP SAN and never resumes a session, so each
+# connect is a full handshake. conns-TR opens BENCH_TLS_CONNS (5000) idle subscribers: RSS
+# KB/conn is what an idle TLS connection costs the broker (compare conns-tcp/conns-ws). The
+# large fan-in rows note their goodput in GB/s against `openssl speed -evp CIPHER` at 16 KB
+# blocks (a full TLS record) on the broker core, run once per run for the cipher suite the
+# connections negotiated (the loadgen reports it: rustls' default order puts AES-256-GCM first).
+#
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (0.5 s per throughput measurement),
 # BENCH_WARMUP (0.2 s), BENCH_LAT_DURATION (2 s), BENCH_LAT_RATE (10000 msg/s),
 # BENCH_CONNS (10000), BENCH_CONN_ROUNDS (1), BENCH_CONN_TIMEOUT (20 s), BENCH_FANOUT_SUBS
 # (1000), BENCH_PAYLOADS ("16 1024 65536"), BENCH_FLOOD_PAYLOADS ("1024"; e.g. "16 1024"),
 # BENCH_FLOOD_DURATION (= BENCH_DURATION), BENCH_FLOOD_WARMUP (= BENCH_WARMUP),
+# BENCH_TLS_TRANSPORTS ("mqtts wss"; "" drops the TLS rows), BENCH_TLS_PAYLOADS ("16 65536": TLS
+# fan-in), BENCH_TLS_FANOUT_PAYLOADS ("16"), BENCH_TLS_CONNS (5000, at most BENCH_CONNS),
 # BENCH_BROKER_CORE (0), BENCH_LOADGEN_CORE (1),
 # BENCH_ONLY (comma list of brokers: mosquitto,mosquitto-nodelay,rumqttd,midge), MIDGE_BIN (use this
-# midge binary instead of building one: A/B runs against an older build),
-# BENCH_SCENARIOS (comma list of row-id prefixes, e.g. "fanin-q0,flood,fanout,latency,conns"
-# or "fanout-65536-ws"; "footprint" selects the idle footprint section; default: everything),
+# midge binary instead of building one: A/B runs against an older build), LOADGEN_BIN (the same
+# for the load generator),
+# BENCH_SCENARIOS (comma list of row-id prefixes, e.g. "fanin-q0,flood,fanout,latency,conns";
+# a complete row id such as "fanout-16-ws" selects only that row, not fanout-16-wss;
+# "footprint" selects the idle footprint section; default: everything),
 # MIDGE_BENCH_CACHE (~/.cache/midge-bench).
 # Just the flood rows: BENCH_SCENARIOS=flood make bench (add BENCH_ONLY=midge,mosquitto to
 # skip rumqttd).
@@ -85,6 +102,7 @@ else
 fi
 [ -n "$MIDGE" ] || log "midge did not build (see bench-results/build-midge.log): its column will read n/a"
 
+build_loadgen() {
 log "building the load generator"
 LOADGEN=$(cargo bench --bench loadgen --no-run --message-format=json 2>"$OUT/build-loadgen.log" \
     | python3 -c 'import sys,json
@@ -107,12 +125,22 @@ mio = { version = "1", features = ["os-poll", "net"] }
 httparse = "1"
 sha1 = { version = "0.10", default-features = false }
 base64 = "0.22"
+# mqtts/wss rows: the same rustls (ring provider) as midge, as a client.
+rustls = { version = "0.23", default-features = false, features = ["ring", "std", "tls12", "logging"] }
 [profile.release]
 opt-level = 3
 codegen-units = 1
 panic = "abort"
 EOF
     (cd "$CACHE/loadgen" && cargo build --release >&2 2>>"$OUT/build-loadgen.log") && LOADGEN=$CACHE/loadgen/target/release/loadgen
+fi
+}
+if [ -n "${LOADGEN_BIN:-}" ]; then
+    # A/B of load generator builds against the same brokers.
+    LOADGEN=$(realpath "$LOADGEN_BIN")
+    log "using load generator binary $LOADGEN"
+else
+    build_loadgen
 fi
 if [ -z "$LOADGEN" ] || [ ! -x "$LOADGEN" ]; then log "load generator did not build; see bench-results/build-loadgen.log"; exit 1; fi
 log "loadgen: $LOADGEN"
@@ -137,11 +165,20 @@ FLOOD_DUR = float(env.get("BENCH_FLOOD_DURATION", str(DUR)))
 FLOOD_WARM = float(env.get("BENCH_FLOOD_WARMUP", str(WARM)))
 BCORE = env.get("BENCH_BROKER_CORE", "0")
 LCORE = env.get("BENCH_LOADGEN_CORE", "1")
+TLS_TRANSPORTS = env.get("BENCH_TLS_TRANSPORTS", "mqtts wss").split()
+TLS_PAYLOADS = [int(x) for x in env.get("BENCH_TLS_PAYLOADS", "16 65536").split()]
+TLS_FANOUT_PAYLOADS = [int(x) for x in env.get("BENCH_TLS_FANOUT_PAYLOADS", "16").split()]
+# Full handshakes run at ~2,000-3,000/s on midge and mosquitto here and ~500/s on rumqttd:
+# 5000 keeps each TLS connection row at a few seconds per broker (rumqttd ~10 s, within the
+# BENCH_CONN_TIMEOUT that 10000 would exceed).
+TLS_CONNS = int(env.get("BENCH_TLS_CONNS", str(min(CONNS, 5000))))
 ONLY = [x for x in env.get("BENCH_ONLY", "").split(",") if x]
 SCEN = [x.strip() for x in env.get("BENCH_SCENARIOS", "").split(",") if x.strip()]
 LOADGEN, OUT = env["LOADGEN"], env["OUT"]
 INFLIGHT, QUEUED = 1000, 1000000   # same limits for every broker
 TMP = tempfile.mkdtemp(prefix="midge-bench-")
+PKI = os.path.join(TMP, "pki")   # made below when a TLS row is selected
+TLS = ("mqtts", "wss")
 T_START = time.time()
 
 def log(*a):
@@ -155,7 +192,15 @@ def free_ports(n):
     for s in socks: s.close()
     return ports
 
-def mosquitto_conf(tcp, ws, nodelay):
+def tls_listeners(ports):
+    """mqtts and wss listeners in mosquitto.conf syntax (midge reads the same), if wanted."""
+    if "mqtts" not in ports:
+        return ""
+    files = f"certfile {PKI}/server.crt\nkeyfile {PKI}/server.key\n"
+    return (f"listener {ports['mqtts']} 127.0.0.1\n{files}"
+            f"listener {ports['wss']} 127.0.0.1\nprotocol websockets\n{files}")
+
+def mosquitto_conf(ports, nodelay):
     return f"""# generated by benches/run.sh
 per_listener_settings false
 allow_anonymous true
@@ -167,26 +212,38 @@ max_queued_messages {QUEUED}
 max_queued_bytes 0
 message_size_limit 0
 set_tcp_nodelay {"true" if nodelay else "false"}
-listener {tcp} 127.0.0.1
-listener {ws} 127.0.0.1
+listener {ports['tcp']} 127.0.0.1
+listener {ports['ws']} 127.0.0.1
 protocol websockets
-"""
+{tls_listeners(ports)}"""
 
-def midge_conf(tcp, ws):
+def midge_conf(ports):
     return f"""# generated by benches/run.sh (mosquitto.conf syntax)
 allow_anonymous true
 max_inflight_messages {INFLIGHT}
 max_queued_messages {QUEUED}
-listener {tcp} 127.0.0.1
-listener {ws} 127.0.0.1
+listener {ports['tcp']} 127.0.0.1
+listener {ports['ws']} 127.0.0.1
 protocol websockets
-"""
+{tls_listeners(ports)}"""
 
-def rumqttd_conf(tcp, ws):
+def rumqttd_conf(ports):
     conn = f"""connection_timeout_ms = 60000
     max_payload_size = 1048576
     max_inflight_count = {INFLIGHT}
     dynamic_filters = true"""
+    def server(section, name, port, tls):
+        t = f'\n    [{section}.tls]\n    certpath = "{PKI}/server.crt"\n    keypath = "{PKI}/server.key"' if tls else ""
+        return f"""[{section}]
+name = "{name}"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 0{t}
+    [{section}.connections]
+    {conn}
+"""
+    servers = server("v4.1", "v4-1", ports["tcp"], False) + server("ws.1", "ws-1", ports["ws"], False)
+    if "mqtts" in ports:
+        servers += server("v4.2", "v4-2", ports["mqtts"], True) + server("ws.2", "ws-2", ports["wss"], True)
     return f"""# generated by benches/run.sh
 id = 0
 [router]
@@ -195,25 +252,13 @@ max_connections = 30000
 max_outgoing_packet_count = 200
 max_segment_size = 33554432
 max_segment_count = 4
-[v4.1]
-name = "v4-1"
-listen = "127.0.0.1:{tcp}"
-next_connection_delay_ms = 0
-    [v4.1.connections]
-    {conn}
-[ws.1]
-name = "ws-1"
-listen = "127.0.0.1:{ws}"
-next_connection_delay_ms = 0
-    [ws.1.connections]
-    {conn}
-"""
+{servers}"""
 
 BROKERS = {}
 if env.get("MOSQUITTO"):
-    BROKERS["mosquitto"] = dict(bin=env["MOSQUITTO"], conf=lambda t, w: mosquitto_conf(t, w, False), ext="conf",
+    BROKERS["mosquitto"] = dict(bin=env["MOSQUITTO"], conf=lambda ports: mosquitto_conf(ports, False), ext="conf",
                                 cmd=lambda b, c: [b, "-c", c])
-    BROKERS["mosquitto-nodelay"] = dict(bin=env["MOSQUITTO"], conf=lambda t, w: mosquitto_conf(t, w, True), ext="conf",
+    BROKERS["mosquitto-nodelay"] = dict(bin=env["MOSQUITTO"], conf=lambda ports: mosquitto_conf(ports, True), ext="conf",
                                         cmd=lambda b, c: [b, "-c", c])
 if env.get("RUMQTTD"):
     BROKERS["rumqttd"] = dict(bin=env["RUMQTTD"], conf=rumqttd_conf, ext="toml", cmd=lambda b, c: [b, "-q", "-c", c])
@@ -237,12 +282,15 @@ def listening(ports):
     return True
 
 class Running:
-    def __init__(self, name):
+    def __init__(self, name, tls=False):
+        """A fresh broker; `tls` adds mqtts and wss listeners (only for the TLS rows, so the
+        other rows and the startup time measure the same configuration as before)."""
         b = BROKERS[name]
         self.name = name
-        self.tcp, self.ws = free_ports(2)
+        kinds = ("tcp", "ws") + (TLS if tls else ())
+        self.ports = dict(zip(kinds, free_ports(len(kinds))))
         conf = os.path.join(TMP, f"{name}.{b['ext']}")
-        with open(conf, "w") as f: f.write(b["conf"](self.tcp, self.ws))
+        with open(conf, "w") as f: f.write(b["conf"](self.ports))
         self.logf = open(os.path.join(TMP, f"{name}.log"), "ab")
         t0 = time.perf_counter()
         self.p = subprocess.Popen(["taskset", "-c", BCORE] + b["cmd"](b["bin"], conf), stdout=self.logf,
@@ -250,7 +298,7 @@ class Running:
         self.startup_ms = None
         deadline = t0 + 15
         while time.perf_counter() < deadline:
-            if listening([self.tcp, self.ws]):
+            if listening(self.ports.values()):
                 self.startup_ms = (time.perf_counter() - t0) * 1000
                 break
             if self.p.poll() is not None:
@@ -267,9 +315,10 @@ class Running:
                 self.p.kill(); self.p.wait(3)
         self.logf.close()
 
-def run_loadgen(br, args, timeout):
-    port = br.ws if "ws" in args else br.tcp
-    cmd = ["taskset", "-c", LCORE, LOADGEN] + args + ["--addr", f"127.0.0.1:{port}", "--broker-pid", str(br.p.pid)]
+def run_loadgen(br, tr, args, timeout):
+    cmd = ["taskset", "-c", LCORE, LOADGEN] + args + ["--addr", f"127.0.0.1:{br.ports[tr]}", "--broker-pid", str(br.p.pid)]
+    if tr in TLS:
+        cmd += ["--tls", os.path.join(PKI, "ca.crt")]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -307,11 +356,46 @@ for tr in ("tcp", "ws"):
     ROWS.append((f"conns-{tr}", f"{CONNS} idle subscribers", tr,
                  ["--scenario", "conns", "--transport", tr, "--conns", str(CONNS), "--payload", "16", "--drain", "1", "--timeout", str(CONN_TIMEOUT)], CONN_TIMEOUT + 15,
                  [("rss_per_conn_kb", "RSS KB/conn", False), ("conns_per_sec", "connects/s", True), ("alive", "alive of %d" % CONNS, True)]))
+# TLS (mqtts = MQTT over TLS, wss = WebSocket over TLS): fewer rows, same scenarios and brokers
+# (each with two more listeners on the certificates of tests/tls/make-pki.sh).
+ROW_NOTES = {}
+for tr in TLS_TRANSPORTS:
+    base = ["--transport", tr, "--warmup", str(WARM), "--duration", str(DUR), "--drain", "1"]
+    for pl in TLS_PAYLOADS:
+        ROWS.append((f"fanin-q0-{pl}-{tr}", f"fan-in 4->1 QoS0 {pl}B", tr, ["--scenario", "fanin", "--qos", "0", "--payload", str(pl)] + base, 30,
+                     [("msgs_per_sec", "msg/s", True)]))
+    for pl in TLS_FANOUT_PAYLOADS:
+        ROWS.append((f"fanout-{pl}-{tr}", f"fan-out 1->{FAN_SUBS} QoS0 {pl}B", tr, ["--scenario", "fanout", "--subscribers", str(FAN_SUBS), "--payload", str(pl)] + base, 60,
+                     [("msgs_per_sec", "deliveries/s", True)]))
+    ROWS.append((f"conns-{tr}", f"{TLS_CONNS} idle subscribers", tr,
+                 ["--scenario", "conns", "--transport", tr, "--conns", str(TLS_CONNS), "--payload", "16", "--drain", "1", "--timeout", str(CONN_TIMEOUT)], CONN_TIMEOUT + 15,
+                 [("rss_per_conn_kb", "RSS KB/conn", False), ("conns_per_sec", "connects/s", True), ("alive", "alive of %d" % TLS_CONNS, True)]))
+    if TLS_CONNS != CONNS:
+        ROW_NOTES[f"conns-{tr}"] = f"{TLS_CONNS} conns (full TLS handshakes; BENCH_TLS_CONNS)"
 
 if SCEN:
-    ROWS = [r for r in ROWS if any(r[0].startswith(p) for p in SCEN)]
+    # A prefix selects every row it starts ("conns-ws" alone would also pick conns-wss), except
+    # that a complete row id selects just that row.
+    ids = {r[0] for r in ROWS}
+    ROWS = [r for r in ROWS if any(r[0] == p or (p not in ids and r[0].startswith(p)) for p in SCEN)]
     log("scenarios:", ", ".join(r[0] for r in ROWS) or "none")
 FOOTPRINT = not SCEN or "footprint" in SCEN
+if any(r[2] in TLS for r in ROWS):
+    # One PKI per run: CA, and an ECDSA P-256 server certificate for 127.0.0.1 (IP SAN).
+    pki = subprocess.run(["bash", "tests/tls/make-pki.sh", PKI], capture_output=True, text=True)
+    if pki.returncode != 0:
+        log("tests/tls/make-pki.sh failed; dropping the TLS rows:", pki.stderr.strip()[-300:])
+        ROWS = [r for r in ROWS if r[2] not in TLS]
+    elif os.geteuid() == 0:
+        # mosquitto started as root drops to its own user before it loads certificates: let
+        # that user reach (not list) the private tmp dir and read the server's pair.
+        import pwd
+        try:
+            mq = pwd.getpwnam("mosquitto")
+            for d in (TMP, PKI): os.chmod(d, 0o711)
+            for f in ("server.crt", "server.key"): os.chown(os.path.join(PKI, f), mq.pw_uid, mq.pw_gid)
+        except (KeyError, OSError) as e:
+            log(f"could not hand the server certificate to the mosquitto user: {e}")
 
 results = {r[0]: {n: [] for n in NAMES} for r in ROWS}
 startups = {n: [] for n in NAMES}
@@ -321,12 +405,14 @@ def med(vals):
     return statistics.median(vals) if vals else None
 
 def measure(row, name):
-    br = Running(name)
+    tls = row[2] in TLS
+    br = Running(name, tls)
     try:
         if not br.ok:
             return {"error": "broker did not start"}
-        startups[name].append(br.startup_ms)
-        return run_loadgen(br, row[3], row[4])
+        if not tls:   # the footprint's startup time is that of the plain configuration
+            startups[name].append(br.startup_ms)
+        return run_loadgen(br, row[2], row[3], row[4])
     finally:
         br.stop()
 
@@ -412,6 +498,33 @@ for name in (NAMES if FOOTPRINT else []):
     f["startup_ms"] = statistics.median(startups[name]) if startups[name] else None
     foot[name] = f
 
+# ------------------------------------------------------------ cipher speed
+# Large-payload TLS rows are compared with what one core of this machine encrypts with the
+# negotiated cipher (OpenSSL's AES-NI/AVX code, 16 KB blocks = a full TLS record), measured
+# once per run on the broker core after the measurements.
+def evp_name(suite):
+    for k, v in (("AES_128_GCM", "aes-128-gcm"), ("AES_256_GCM", "aes-256-gcm"), ("CHACHA20", "chacha20-poly1305")):
+        if k in (suite or ""): return v
+    return None
+
+def openssl_speed(evp):
+    """Bytes/s of `openssl speed -evp EVP` at 16384-byte blocks, or None."""
+    try:
+        r = subprocess.run(["taskset", "-c", BCORE, "openssl", "speed", "-evp", evp, "-seconds", "1", "-bytes", "16384"],
+                           capture_output=True, text=True, timeout=30)
+        last = r.stdout.strip().splitlines()[-1].split()[-1]   # "3084632.06k": 1000s of bytes/s
+        return float(last.rstrip("k")) * (1000 if last.endswith("k") else 1)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+BIG_TLS = [r for r in ROWS if r[2] in TLS and r[0].startswith("fanin") and int(r[0].split("-")[2]) >= 16384]
+SUITES = {rid: {n: sorted({x.get("tls_cipher") for x in results[rid][n] if x.get("tls_cipher")}) for n in NAMES}
+          for rid in (r[0] for r in ROWS if r[2] in TLS)}
+SPEED = {}
+for evp in sorted({evp_name(s) for r in BIG_TLS for v in SUITES[r[0]].values() for s in v} - {None}):
+    SPEED[evp] = openssl_speed(evp)
+    log(f"openssl speed -evp {evp} (16384-byte blocks, core {BCORE}): {SPEED[evp]}")
+
 # ------------------------------------------------------------ report
 def fmt(v):
     if v is None: return "n/a"
@@ -475,7 +588,26 @@ for row in ROWS:
         mosq_c = cell[best] if best else next((cell[n] for n in MOSQ if n in cell), None)
         loss_cells = {"mosquitto": mosq_c, "rumqttd": cell.get("rumqttd"), "midge": cell.get("midge")}
         loss = "/".join(fmt_loss(loss_cells[n]) for n in ("mosquitto", "rumqttd", "midge"))
-        notes = []
+        notes = [ROW_NOTES[rid]] if rid in ROW_NOTES else []
+        if rid in SUITES:
+            suites = sorted({s for v in SUITES[rid].values() for s in v})
+            if len(suites) > 1:   # a broker negotiated another suite than the others: name each
+                notes.append("; ".join(f"{n} {'/'.join(v)}" for n, v in SUITES[rid].items() if v))
+        if any(r[0] == rid for r in BIG_TLS) and key == "msgs_per_sec":
+            # Goodput against one core's cipher speed for each broker's negotiated suite.
+            pl = int(rid.split("-")[2])
+            parts = []
+            for n, v in (("mosquitto", mosq_v), ("rumqttd", rumq_v), ("midge", midge_v)):
+                sn = best if n == "mosquitto" else n
+                suite = next(iter(SUITES[rid].get(sn) or []), None)
+                speed = SPEED.get(evp_name(suite))
+                if v is None: parts.append("n/a")
+                elif not speed: parts.append(f"{v * pl / 1e9:.2f}")
+                else: parts.append(f"{v * pl / 1e9:.2f} ({v * pl * 100 / speed:.0f}%)")
+            evps = sorted({evp_name(s) for v in SUITES[rid].values() for s in v} - {None})
+            notes.append("goodput GB/s mosq/rumq/midge " + "/".join(parts) + " (% of openssl " +
+                         ", ".join(f"{e} {SPEED[e]/1e9:.2f} GB/s" for e in evps if SPEED.get(e)) +
+                         " per core; the broker decrypts and re-encrypts each byte)")
         if any(c and c.get("published_per_sec") is not None for c in loss_cells.values()):
             notes.append("published/s " + "/".join(fmt_rate(c.get("published_per_sec")) if c else "-"
                                                     for c in loss_cells.values()))
@@ -515,6 +647,11 @@ print("ratios: >1x means midge is better (higher throughput, or lower latency/me
       "as-shipped (nagle) and set_tcp_nodelay true (nd)")
 print("loss: messages sent x fan-out and never received after the drain, % of those (0 = none lost); "
       "flood rows: notes give published/s (accepted by the kernel from the publishers) mosq/rumq/midge")
+if any(r[2] in TLS for r in ROWS):
+    used = sorted({c for v in SUITES.values() for l in v.values() for c in l})
+    print("TLS rows (mqtts, wss): ECDSA P-256 server certificate (tests/tls/make-pki.sh), rustls client with no "
+          "session resumption (every connect is a full handshake); negotiated: " + (", ".join(used) or "n/a") +
+          "".join(f"; openssl speed -evp {e} 16384-byte blocks on core {BCORE}: {v/1e9:.2f} GB/s" for e, v in SPEED.items() if v))
 print(line(hdr)); print("-+-".join("-" * x for x in w))
 for t in table: print(line(t))
 wall = time.time() - float(env.get("BENCH_T0") or T_START)
@@ -524,7 +661,9 @@ doc = dict(generated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), rounds=
            duration_s=DUR, warmup_s=WARM, scenarios=SCEN or None, latency_rate=LAT_RATE, conns=CONNS, fanout_subscribers=FAN_SUBS,
            payloads=PAYLOADS, flood_payloads=FLOOD_PAYLOADS, flood_duration_s=FLOOD_DUR, flood_warmup_s=FLOOD_WARM,
            broker_core=BCORE, loadgen_core=LCORE, brokers=NAMES,
-           binaries={n: BROKERS[n]["bin"] for n in NAMES}, rows=js_rows, footprint=foot, table_header=hdr, table=table)
+           binaries={n: BROKERS[n]["bin"] for n in NAMES}, rows=js_rows,
+           tls=dict(transports=TLS_TRANSPORTS, payloads=TLS_PAYLOADS, fanout_payloads=TLS_FANOUT_PAYLOADS, conns=TLS_CONNS,
+                    suites=SUITES, openssl_speed_16k_bytes_per_s=SPEED), footprint=foot, table_header=hdr, table=table)
 with open(os.path.join(OUT, "results.json"), "w") as f:
     json.dump(doc, f, indent=1)
 print(f"wrote {os.path.join(OUT, 'results.json')}")

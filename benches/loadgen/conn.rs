@@ -3,10 +3,187 @@ use crate::ws::{ws_expected_accept, ws_frame, WS_KEY};
 use crate::Args;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------- stream (plain or TLS)
+
+/// The byte stream under MQTT (or the WebSocket handshake and frames): the socket itself, or
+/// rustls between the socket and the parsers. Everything above reads and writes plaintext
+/// through it, so mqtts and wss run the same connection code as tcp and ws.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+pub(crate) struct TlsStream {
+    sock: TcpStream,
+    tls: ClientConnection,
+    /// Ciphertext read from the socket into the caller's scratch buffer that rustls has not
+    /// taken yet (offsets into it): rustls takes about a record per call, so one large socket
+    /// read is handed over in steps. Always empty again when a read event has been handled
+    /// (the caller reads until WouldBlock), so the scratch can be shared by all connections.
+    unfed: Range<usize>,
+    /// The last socket read was short: the receive queue is empty, so once `unfed` is used
+    /// up, reading is done until the next readable edge (no extra read just to see EAGAIN).
+    drained: bool,
+}
+
+impl Stream {
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &mut t.sock,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Read plaintext into `buf`; Ok(0) is the end of the stream. TLS reads ciphertext through
+    /// `scratch` (shared, large, so that a socket read is not limited to a TLS record).
+    #[inline]
+    fn read(&mut self, buf: &mut [u8], scratch: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf, scratch),
+        }
+    }
+
+    /// Write plaintext; WouldBlock when neither the socket nor rustls' bounded buffer takes any.
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    /// Write the TLS records rustls still holds (the socket was full before) as far as the
+    /// socket takes them. Nothing to do on a plain stream.
+    #[inline]
+    fn flush_tls(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(_) => Ok(()),
+            Stream::Tls(t) => t.write_tls().map(|_| ()),
+        }
+    }
+
+    /// Negotiated protocol version and cipher suite, once the handshake is done.
+    pub(crate) fn tls_params(&self) -> Option<(String, String)> {
+        let Stream::Tls(t) = self else { return None };
+        let version = t.tls.protocol_version()?;
+        let suite = t.tls.negotiated_cipher_suite()?;
+        Some((format!("{version:?}"), format!("{:?}", suite.suite())))
+    }
+}
+
+impl TlsStream {
+    fn read(&mut self, buf: &mut [u8], scratch: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // Decrypted bytes first: rustls refuses more ciphertext while they pile up.
+            match self.tls.reader().read(buf) {
+                Ok(n) => return Ok(n), // 0: close_notify
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.unfed.is_empty() {
+                if self.drained {
+                    self.drained = false;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = self.sock.read(scratch)?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                self.drained = n < scratch.len();
+                self.unfed = 0..n;
+            }
+            let mut src = &scratch[self.unfed.clone()];
+            let taken = self.tls.read_tls(&mut src)?;
+            if taken == 0 {
+                return Ok(0); // after close_notify rustls takes nothing more
+            }
+            self.unfed.start += taken;
+            if let Err(e) = self.tls.process_new_packets() {
+                let _ = self.write_tls(); // the alert rustls queued
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            // Handshake flights (and alerts, key updates) go out as soon as rustls has them.
+            self.write_tls()?;
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // Encrypts at once after the handshake (buffers the plaintext until then), up to
+            // rustls' buffer limit (64 KB by default).
+            let n = self.tls.writer().write(buf)?;
+            let flushed = self.write_tls()?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // rustls' buffer is full: of ciphertext the socket did not take (a writable edge
+            // follows), or of plaintext waiting for the handshake (a readable edge follows).
+            if !flushed || self.tls.is_handshaking() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+    }
+
+    /// Write queued ciphertext until none is left (Ok(true)) or the socket is full (Ok(false)).
+    fn write_tls(&mut self) -> io::Result<bool> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut self.sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Client TLS settings: trust the CA certificates in `cafile`, ring provider, TLS 1.2 and 1.3
+/// (rustls' safe defaults, its default cipher suite order). Session resumption is off, so
+/// every connection costs a full handshake, as the same number of distinct devices would.
+pub(crate) fn tls_client_config(cafile: &Path) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(cafile).map_err(|e| format!("{}: {e}", cafile.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", cafile.display()))?;
+        roots.add(cert).map_err(|e| format!("{}: {e}", cafile.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate", cafile.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
 
 // ---------------------------------------------------------------- connection
 
@@ -21,7 +198,7 @@ pub(crate) enum St {
 }
 
 pub(crate) struct Conn {
-    sock: TcpStream,
+    stream: Stream,
     ws: bool,
     pub(crate) st: St,
     pub(crate) client_id: String,
@@ -93,10 +270,26 @@ struct Flood {
 const RBUF_SIZE: usize = 256 * 1024;
 
 impl Conn {
-    fn new(addr: SocketAddr, ws: bool, client_id: String, sub: Option<(String, u8)>, path: &str) -> io::Result<Conn> {
-        let sock = TcpStream::connect(addr)?;
+    fn new(
+        addr: SocketAddr,
+        ws: bool,
+        tls: Option<&Arc<ClientConfig>>,
+        client_id: String,
+        sub: Option<(String, u8)>,
+        path: &str,
+    ) -> Result<Conn, String> {
+        let sock = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+        let stream = match tls {
+            None => Stream::Plain(sock),
+            Some(config) => {
+                // The ClientHello is queued now and goes out once the TCP connect completes.
+                let name = ServerName::IpAddress(addr.ip().into());
+                let tls = ClientConnection::new(Arc::clone(config), name).map_err(|e| format!("TLS: {e}"))?;
+                Stream::Tls(Box::new(TlsStream { sock, tls, unfed: 0..0, drained: false }))
+            }
+        };
         Ok(Conn {
-            sock,
+            stream,
             ws,
             st: St::TcpConnecting,
             client_id,
@@ -170,8 +363,12 @@ impl Conn {
         if self.st == St::Dead || self.st == St::TcpConnecting {
             return;
         }
+        if let Err(e) = self.stream.flush_tls() {
+            self.fail(format!("write: {e}"));
+            return;
+        }
         while self.opos < self.out.len() {
-            match self.sock.write(&self.out[self.opos..]) {
+            match self.stream.write(&self.out[self.opos..]) {
                 Ok(0) => {
                     self.fail("write returned 0".into());
                     return;
@@ -241,7 +438,7 @@ impl Conn {
             } else {
                 f.ring.len()
             };
-            match self.sock.write(&f.ring[f.off..end]) {
+            match self.stream.write(&f.ring[f.off..end]) {
                 Ok(0) => {
                     self.fail("write returned 0".into());
                     return;
@@ -265,16 +462,16 @@ impl Conn {
 
     /// Called on any event while the TCP connect is in progress.
     fn check_connected(&mut self) {
-        match self.sock.take_error() {
+        match self.stream.tcp().take_error() {
             Ok(Some(e)) | Err(e) => {
                 self.fail(format!("connect: {e}"));
                 return;
             }
             Ok(None) => {}
         }
-        match self.sock.peer_addr() {
+        match self.stream.tcp().peer_addr() {
             Ok(_) => {
-                let _ = self.sock.set_nodelay(true);
+                let _ = self.stream.tcp().set_nodelay(true);
                 if self.ws {
                     let req = format!(
                         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -300,7 +497,7 @@ impl Conn {
     }
 
     /// Handle an event. Returns the number of PUBLISH packets received.
-    fn on_event(&mut self, readable: bool, writable: bool, rbuf: &mut [u8]) -> u64 {
+    fn on_event(&mut self, readable: bool, writable: bool, rbuf: &mut [u8], scratch: &mut [u8]) -> u64 {
         if self.st == St::Dead {
             return 0;
         }
@@ -312,7 +509,7 @@ impl Conn {
         }
         let mut n = 0;
         if readable {
-            n = self.on_readable(rbuf);
+            n = self.on_readable(rbuf, scratch);
         }
         if writable || self.pending() > 0 {
             self.flush();
@@ -322,13 +519,14 @@ impl Conn {
 
     /// Read until the socket is drained, parsing every chunk in place in `rbuf` (shared by all
     /// connections): the cost per read is independent of message and WebSocket frame sizes.
-    fn on_readable(&mut self, rbuf: &mut [u8]) -> u64 {
+    /// `scratch` (also shared) takes the ciphertext of a TLS stream.
+    fn on_readable(&mut self, rbuf: &mut [u8], scratch: &mut [u8]) -> u64 {
         let mut got = 0;
         loop {
             // In the middle of a large PUBLISH payload: let the kernel drop it without copying.
             let k = self.discardable();
             if k > 0 {
-                match discard(&self.sock, k) {
+                match discard(self.stream.tcp(), k) {
                     Ok(0) => {
                         self.fail("connection closed by broker".into());
                         return got;
@@ -352,9 +550,10 @@ impl Conn {
                 }
             }
             // While large PUBLISHes arrive, read only a little at a packet head, so that the
-            // payload behind it is dropped by `discard` instead of being copied.
-            let want = if self.big && discard_enabled() { HEAD_READ } else { rbuf.len() };
-            match self.sock.read(&mut rbuf[..want]) {
+            // payload behind it is dropped by `discard` instead of being copied (never under
+            // TLS: every byte has to be decrypted anyway).
+            let want = if self.big && discard_enabled() && !self.stream.is_tls() { HEAD_READ } else { rbuf.len() };
+            match self.stream.read(&mut rbuf[..want], scratch) {
                 Ok(0) => {
                     self.fail("connection closed by broker".into());
                     return got;
@@ -367,8 +566,10 @@ impl Conn {
                     if self.st == St::Dead {
                         return got;
                     }
-                    if n < want {
+                    if n < want && !self.stream.is_tls() {
                         // Short read: the receive queue is drained; new data raises a new edge.
+                        // (TLS hands out plaintext a record or so at a time; it says
+                        // WouldBlock when the socket is drained.)
                         return got;
                     }
                 }
@@ -386,7 +587,7 @@ impl Conn {
     /// discarding in the kernel: at least DISCARD_MIN), else 0.
     #[inline]
     fn discardable(&self) -> usize {
-        if self.skip < DISCARD_MIN || self.lat_have < self.lat_want || !discard_enabled() {
+        if self.skip < DISCARD_MIN || self.lat_have < self.lat_want || !discard_enabled() || self.stream.is_tls() {
             return 0;
         }
         if self.ws {
@@ -507,31 +708,42 @@ pub(crate) struct Net {
     pub(crate) conns: Vec<Conn>,
     addr: SocketAddr,
     ws: bool,
+    tls: Option<Arc<ClientConfig>>,
     path: String,
     pub(crate) received: u64, // PUBLISH packets received over all conns
     rbuf: Vec<u8>,
+    /// Ciphertext read buffer shared by all TLS connections (empty without TLS).
+    tls_rbuf: Vec<u8>,
 }
 
 impl Net {
     pub(crate) fn new(a: &Args) -> Net {
+        let tls = a.tls.as_deref().map(|ca| tls_client_config(ca).unwrap_or_else(|e| crate::fail_out(a, &e)));
         Net {
             poll: Poll::new().expect("poll"),
             events: Events::with_capacity(4096),
             conns: Vec::new(),
             addr: a.addr,
             ws: a.ws,
+            tls_rbuf: if tls.is_some() { vec![0; RBUF_SIZE] } else { Vec::new() },
+            tls,
             path: a.path.clone(),
             received: 0,
             rbuf: vec![0; RBUF_SIZE],
         }
     }
 
+    /// (TLS version, cipher suite) the first connection negotiated, when TLS is on.
+    pub(crate) fn tls_params(&self) -> Option<(String, String)> {
+        self.conns.iter().find_map(|c| c.stream.tls_params())
+    }
+
     fn add(&mut self, client_id: String, sub: Option<(String, u8)>) -> Result<usize, String> {
-        let mut c = Conn::new(self.addr, self.ws, client_id, sub, &self.path).map_err(|e| format!("connect: {e}"))?;
+        let mut c = Conn::new(self.addr, self.ws, self.tls.as_ref(), client_id, sub, &self.path)?;
         let idx = self.conns.len();
         self.poll
             .registry()
-            .register(&mut c.sock, Token(idx), Interest::READABLE | Interest::WRITABLE)
+            .register(c.stream.tcp_mut(), Token(idx), Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| format!("register: {e}"))?;
         self.conns.push(c);
         Ok(idx)
@@ -547,7 +759,12 @@ impl Net {
         for ev in self.events.iter() {
             let i = ev.token().0;
             let c = &mut self.conns[i];
-            self.received += c.on_event(ev.is_readable() || ev.is_read_closed(), ev.is_writable(), &mut self.rbuf);
+            self.received += c.on_event(
+                ev.is_readable() || ev.is_read_closed(),
+                ev.is_writable(),
+                &mut self.rbuf,
+                &mut self.tls_rbuf,
+            );
             if c.st == St::Dead {
                 return Err(c.err.clone().unwrap_or_else(|| "connection died".into()));
             }

@@ -1,9 +1,11 @@
-//! midge load generator: a standalone MQTT 3.1.1 client swarm (TCP or WebSocket) on a
-//! single-threaded mio loop. It carries its own minimal MQTT encoder/decoder and WebSocket
-//! framing so the benchmark does not share code with the broker under test.
+//! midge load generator: a standalone MQTT 3.1.1 client swarm (TCP or WebSocket, either of them
+//! optionally under TLS) on a single-threaded mio loop. It carries its own minimal MQTT
+//! encoder/decoder and WebSocket framing so the benchmark does not share code with the broker
+//! under test; TLS is rustls (ring provider), as a client.
 //!
 //! Usage (one scenario per run, prints exactly one JSON line on stdout):
-//!   loadgen --scenario fanin|fanout|flood|latency|conns --transport tcp|ws --addr 127.0.0.1:1883
+//!   loadgen --scenario fanin|fanout|flood|latency|conns --transport tcp|ws|mqtts|wss
+//!           --addr 127.0.0.1:1883 [--tls CAFILE]
 //!           [--qos 0|1] [--payload BYTES] [--duration SECS] [--warmup SECS]
 //!           [--publishers N] [--subscribers N] [--rate MSGS_PER_SEC] [--conns N]
 //!           [--inflight N] [--window N] [--broker-pid PID] [--path /mqtt]
@@ -18,10 +20,16 @@
 //! goodput is what the subscriber receives, loss is published (accepted by the kernel) minus
 //! received after the drain.
 //!
+//! TLS: mqtts is MQTT over TLS over TCP, wss WebSocket over TLS; both need --tls CAFILE (the
+//! CA that signed the broker's certificate; the server name checked is the --addr IP, which the
+//! certificate must carry as an IP SAN). --tls with tcp or ws means mqtts or wss. Session
+//! resumption is off: every connection is a full handshake, like as many distinct devices.
+//!
 //! CPU: the loadgen's own CPU time and the broker's (from /proc/PID/task/*/schedstat) over
 //! the measurement window are reported as percent of one core.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 mod clock;
 mod conn;
@@ -38,6 +46,8 @@ use scenarios::{scenario_conns, scenario_flood, scenario_latency, scenario_throu
 struct Args {
     scenario: String,
     ws: bool,
+    /// CA certificate to trust: every connection runs TLS (mqtts, wss).
+    tls: Option<PathBuf>,
     addr: SocketAddr,
     qos: u8,
     payload: usize,
@@ -56,11 +66,22 @@ struct Args {
     timeout: f64,
 }
 
+impl Args {
+    fn transport(&self) -> &'static str {
+        match (self.ws, self.tls.is_some()) {
+            (false, false) => "tcp",
+            (true, false) => "ws",
+            (false, true) => "mqtts",
+            (true, true) => "wss",
+        }
+    }
+}
+
 fn usage(msg: &str) -> ! {
     eprintln!("loadgen: {msg}");
     eprintln!(
-        "usage: loadgen --scenario fanin|fanout|flood|latency|conns --transport tcp|ws --addr HOST:PORT \
-         [--qos 0|1] [--payload N] [--duration S] [--warmup S] [--publishers N] [--subscribers N] \
+        "usage: loadgen --scenario fanin|fanout|flood|latency|conns --transport tcp|ws|mqtts|wss --addr HOST:PORT \
+         [--tls CAFILE] [--qos 0|1] [--payload N] [--duration S] [--warmup S] [--publishers N] [--subscribers N] \
          [--rate N] [--conns N] [--inflight N] [--window N] [--broker-pid PID] [--path /mqtt] \
          [--connect-batch N] [--drain S] [--timeout S]"
     );
@@ -71,6 +92,7 @@ fn parse_args() -> Args {
     let mut a = Args {
         scenario: String::new(),
         ws: false,
+        tls: None,
         addr: "127.0.0.1:1883".parse().unwrap(),
         qos: 0,
         payload: 16,
@@ -88,6 +110,7 @@ fn parse_args() -> Args {
         drain: 2.0,
         timeout: 0.0,
     };
+    let mut tls_transport = false;
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -105,12 +128,15 @@ fn parse_args() -> Args {
         match k {
             "--scenario" => a.scenario = v,
             "--transport" => {
-                a.ws = match v.as_str() {
-                    "tcp" => false,
-                    "ws" => true,
-                    _ => usage("transport must be tcp or ws"),
+                (a.ws, tls_transport) = match v.as_str() {
+                    "tcp" => (false, false),
+                    "ws" => (true, false),
+                    "mqtts" => (false, true),
+                    "wss" => (true, true),
+                    _ => usage("transport must be tcp, ws, mqtts or wss"),
                 }
             }
+            "--tls" => a.tls = Some(PathBuf::from(v)),
             "--addr" => a.addr = v.parse().unwrap_or_else(|_| usage("bad --addr")),
             "--qos" => a.qos = num(&v) as u8,
             "--payload" => a.payload = num(&v) as usize,
@@ -133,6 +159,9 @@ fn parse_args() -> Args {
     }
     if a.scenario.is_empty() {
         usage("--scenario is required");
+    }
+    if tls_transport && a.tls.is_none() {
+        usage("mqtts and wss need --tls CAFILE");
     }
     if a.qos > 1 {
         usage("--qos must be 0 or 1");
@@ -170,7 +199,7 @@ impl Out {
     fn new(a: &Args) -> Out {
         let mut o = Out { fields: Vec::new() };
         o.s("scenario", &a.scenario);
-        o.s("transport", if a.ws { "ws" } else { "tcp" });
+        o.s("transport", a.transport());
         o.s("addr", &a.addr.to_string());
         o
     }
@@ -193,6 +222,13 @@ impl Out {
         match v {
             Some(x) => self.n(k, x),
             None => self.fields.push((k.into(), "null".into())),
+        }
+    }
+    /// What TLS the connections negotiated (nothing on tcp and ws).
+    fn tls(&mut self, net: &conn::Net) {
+        if let Some((version, suite)) = net.tls_params() {
+            self.s("tls_version", &version);
+            self.s("tls_cipher", &suite);
         }
     }
     fn print(&self) {

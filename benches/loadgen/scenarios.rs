@@ -185,6 +185,7 @@ pub(crate) fn scenario_throughput(a: &Args, fanout_mode: bool) {
     let expected = sent * fan;
     let lost = expected.saturating_sub(net.received);
     let mut o = Out::new(a);
+    o.tls(&net);
     o.n("qos", qos as f64);
     o.n("payload", a.payload as f64);
     o.n("publishers", npub as f64);
@@ -332,6 +333,7 @@ pub(crate) fn scenario_latency(a: &Args) {
         Some(lats[idx] as f64 / 1000.0)
     };
     let mut o = Out::new(a);
+    o.tls(&net);
     o.n("qos", a.qos as f64);
     o.n("payload", payload_len as f64);
     o.n("rate", a.rate as f64);
@@ -404,6 +406,7 @@ pub(crate) fn scenario_conns(a: &Args) {
     let (lg_cpu, br_cpu) = meter.stop();
     let alive = subs.iter().filter(|&&i| net.conns[i].pubs > 0).count();
     let mut o = Out::new(a);
+    o.tls(&net);
     o.n("conns", a.conns as f64);
     o.n("connect_s", connect_s);
     o.n("conns_per_sec", a.conns as f64 / connect_s.max(1e-9));
@@ -517,6 +520,7 @@ pub(crate) fn scenario_flood(a: &Args) {
     let total_pub = published(&net);
     let lost = total_pub.saturating_sub(net.received);
     let mut o = Out::new(a);
+    o.tls(&net);
     o.n("qos", 0.0);
     o.n("payload", a.payload as f64);
     o.n("publishers", pubs.len() as f64);
