@@ -29,7 +29,7 @@
 # every broker gets two more listeners on it (midge and mosquitto: `certfile`/`keyfile` on a
 # `listener`, with `protocol websockets` for wss; rumqttd: [v4.2.tls]/[ws.2.tls]); the loadgen
 # (--tls CA) trusts the CA, checks 127.0.0.1 as an IP SAN and never resumes a session, so each
-# connect is a full handshake. conns-TR opens BENCH_TLS_CONNS (5000) idle subscribers: RSS
+# connect is a full handshake. conns-TR opens BENCH_TLS_CONNS (3000) idle subscribers: RSS
 # KB/conn is what an idle TLS connection costs the broker (compare conns-tcp/conns-ws). The
 # large fan-in rows note their goodput in GB/s against `openssl speed -evp CIPHER` at 16 KB
 # blocks (a full TLS record) on the broker core, run once per run for the cipher suite the
@@ -41,7 +41,7 @@
 # (1000), BENCH_PAYLOADS ("16 1024 65536"), BENCH_FLOOD_PAYLOADS ("1024"; e.g. "16 1024"),
 # BENCH_FLOOD_DURATION (= BENCH_DURATION), BENCH_FLOOD_WARMUP (= BENCH_WARMUP),
 # BENCH_TLS_TRANSPORTS ("mqtts wss"; "" drops the TLS rows), BENCH_TLS_PAYLOADS ("16 65536": TLS
-# fan-in), BENCH_TLS_FANOUT_PAYLOADS ("16"), BENCH_TLS_CONNS (5000, at most BENCH_CONNS),
+# fan-in), BENCH_TLS_FANOUT_PAYLOADS ("16"), BENCH_TLS_CONNS (3000, at most BENCH_CONNS),
 # BENCH_ACL_USERS (1000: users of the ACL rows' acl_file, 10 rules each),
 # BENCH_BROKER_CORE (0), BENCH_LOADGEN_CORE (1),
 # BENCH_ONLY (comma list of brokers: mosquitto,mosquitto-nodelay,rumqttd,midge), MIDGE_BIN (use this
@@ -56,7 +56,8 @@
 #
 # Both mosquitto variants (as shipped = Nagle on, and set_tcp_nodelay true) run in the first
 # round; later rounds re-run only the variant that did better on that row (the table reports
-# the better one anyway). The default run takes about 4.5 minutes of measurements on 2 cores.
+# the better one anyway). The default run takes about 7.5 minutes of measurements on 2 cores
+# (2.5 of them the TLS rows).
 set -uo pipefail
 BENCH_T0=$(date +%s.%N)
 export BENCH_T0
@@ -173,10 +174,11 @@ LCORE = env.get("BENCH_LOADGEN_CORE", "1")
 TLS_TRANSPORTS = env.get("BENCH_TLS_TRANSPORTS", "mqtts wss").split()
 TLS_PAYLOADS = [int(x) for x in env.get("BENCH_TLS_PAYLOADS", "16 65536").split()]
 TLS_FANOUT_PAYLOADS = [int(x) for x in env.get("BENCH_TLS_FANOUT_PAYLOADS", "16").split()]
-# Full handshakes run at ~2,000-3,000/s on midge and mosquitto here and ~500/s on rumqttd:
-# 5000 keeps each TLS connection row at a few seconds per broker (rumqttd ~10 s, within the
-# BENCH_CONN_TIMEOUT that 10000 would exceed).
-TLS_CONNS = int(env.get("BENCH_TLS_CONNS", str(min(CONNS, 5000))))
+# Full handshakes are slow next to plain connects (midge ~3,000/s here, mosquitto 1,000-2,000/s,
+# rumqttd ~600/s, against 30,000+/s on plain TCP): 3000 keeps both TLS connection rows to about
+# 40 s of the default run (10000 would take rumqttd most of BENCH_CONN_TIMEOUT); RSS KB/conn
+# barely depends on the count (midge: 8.7 at 2000, 8.5 at 5000).
+TLS_CONNS = int(env.get("BENCH_TLS_CONNS", str(min(CONNS, 3000))))
 ONLY = [x for x in env.get("BENCH_ONLY", "").split(",") if x]
 SCEN = [x.strip() for x in env.get("BENCH_SCENARIOS", "").split(",") if x.strip()]
 LOADGEN, OUT = env["LOADGEN"], env["OUT"]

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 /// The byte stream under MQTT (or the WebSocket handshake and frames): the socket itself, or
 /// rustls between the socket and the parsers. Everything above reads and writes plaintext
 /// through it, so mqtts and wss run the same connection code as tcp and ws.
-pub(crate) enum Stream {
+enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream>),
 }
 
-pub(crate) struct TlsStream {
+struct TlsStream {
     sock: TcpStream,
     tls: ClientConnection,
     /// Ciphertext read from the socket into the caller's scratch buffer that rustls has not
@@ -37,7 +37,7 @@ pub(crate) struct TlsStream {
 }
 
 impl Stream {
-    pub(crate) fn tcp(&self) -> &TcpStream {
+    fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(t) => &t.sock,
@@ -52,7 +52,7 @@ impl Stream {
     }
 
     #[inline]
-    pub(crate) fn is_tls(&self) -> bool {
+    fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
 
@@ -86,7 +86,7 @@ impl Stream {
     }
 
     /// Negotiated protocol version and cipher suite, once the handshake is done.
-    pub(crate) fn tls_params(&self) -> Option<(String, String)> {
+    fn tls_params(&self) -> Option<(String, String)> {
         let Stream::Tls(t) = self else { return None };
         let version = t.tls.protocol_version()?;
         let suite = t.tls.negotiated_cipher_suite()?;
@@ -165,7 +165,7 @@ impl TlsStream {
 /// Client TLS settings: trust the CA certificates in `cafile`, ring provider, TLS 1.2 and 1.3
 /// (rustls' safe defaults, its default cipher suite order). Session resumption is off, so
 /// every connection costs a full handshake, as the same number of distinct devices would.
-pub(crate) fn tls_client_config(cafile: &Path) -> Result<Arc<ClientConfig>, String> {
+fn tls_client_config(cafile: &Path) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(cafile).map_err(|e| format!("{}: {e}", cafile.display()))?;
     for cert in certs {
