@@ -244,10 +244,9 @@ fn plain_clients_on_tls_ports_are_closed_and_others_served() {
     wss.tls = tls(&pki, "server.crt", "server.key");
     let b = Broker::start(vec![mqtts, wss], |_| {});
     let connect: &[u8] = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04abcd";
-    let upgrade = format!(
-        "GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    let upgrade = "GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
+        .to_string();
     for (i, hello) in [(0, connect), (1, upgrade.as_bytes())] {
         let start = Instant::now();
         let mut s = TcpStream::connect(b.addr(i)).unwrap();

@@ -151,7 +151,8 @@ impl LoadedSecurity {
 
     /// The per-listener `Security`, listeners with the same settings sharing their files.
     pub fn into_security(self) -> Vec<Rc<Security>> {
-        let shared: Vec<(bool, Option<Rc<PasswordFile>>, Option<Rc<Acl>>)> = self
+        type Shared = (bool, Option<Rc<PasswordFile>>, Option<Rc<Acl>>);
+        let shared: Vec<Shared> = self
             .sets
             .into_iter()
             .map(|(s, p, a)| (s.allow_anonymous.unwrap_or(false), p.map(Rc::new), a.map(Rc::new)))
