@@ -45,6 +45,13 @@ pub enum Placeholder {
 }
 
 /// A queue of bytes to write. Empty queues hold no heap memory, so idle connections stay cheap.
+///
+/// Framing: a transport that wraps what the broker queues in frames (WebSocket) sets
+/// `set_frame_room`; every run of bytes queued through `tail`/`push_slice`/`push_shared` is
+/// then preceded by that much placeholder room, which the transport fills with the frame header
+/// at flush (`take_open_frame`). So the broker encodes MQTT without knowing about frames, and a
+/// burst of packets costs one frame header. Bytes a transport adds itself (control frames) go
+/// through `raw_tail`, outside any frame.
 #[derive(Debug, Default)]
 pub struct OutQueue {
     /// Sealed segments, written before `tail`.
@@ -55,6 +62,10 @@ pub struct OutQueue {
     front_written: usize,
     /// Total length of `segments`.
     sealed: usize,
+    /// Placeholder bytes reserved in front of each run of queued bytes (0: no framing).
+    frame_room: u8,
+    /// The placeholder of the run being queued, not yet filled.
+    open_frame: Option<Placeholder>,
 }
 
 impl OutQueue {
@@ -67,12 +78,41 @@ impl OutQueue {
         (self.sealed + self.tail.len()).saturating_sub(self.front_written)
     }
 
-    /// The owned tail to encode into; bytes appended here are queued.
+    /// The owned tail to encode into; bytes appended here are queued (inside the open frame,
+    /// when framing is on). O(1).
     pub fn tail(&mut self) -> &mut Vec<u8> {
+        if self.frame_room != 0 && self.open_frame.is_none() {
+            self.open_frame = Some(self.begin_placeholder(usize::from(self.frame_room)));
+        }
+        self.reserved_tail()
+    }
+
+    fn reserved_tail(&mut self) -> &mut Vec<u8> {
         if self.tail.capacity() == 0 {
             self.tail.reserve(256);
         }
         &mut self.tail
+    }
+
+    /// The owned tail, outside any frame: for a transport's own bytes (HTTP answer, control
+    /// frames). The open frame, if any, must have been taken first.
+    pub fn raw_tail(&mut self) -> &mut Vec<u8> {
+        debug_assert!(self.open_frame.is_none(), "raw bytes queued inside an open frame");
+        self.reserved_tail()
+    }
+
+    /// Reserve `room` bytes for a frame header in front of every run of queued bytes (see the
+    /// type's documentation); 0 turns framing off.
+    pub fn set_frame_room(&mut self, room: u8) {
+        self.frame_room = room;
+    }
+
+    /// The placeholder of the run queued since the last call, and the bytes queued behind it:
+    /// the transport fills it with the frame header (`fill_placeholder`) before any write.
+    pub fn take_open_frame(&mut self) -> Option<(Placeholder, usize)> {
+        let at = self.open_frame.take()?;
+        let room = usize::from(self.frame_room);
+        Some((at, self.bytes_since(at).saturating_sub(room)))
     }
 
     /// Append bytes by copying them.
@@ -83,6 +123,8 @@ impl OutQueue {
     /// Append shared bytes: referenced when large, copied when small.
     pub fn push_shared(&mut self, bytes: &SharedBytes) {
         if bytes.len() >= SHARE_THRESHOLD {
+            // Opens the frame (if framing) in front of the shared bytes.
+            self.tail();
             self.seal_tail();
             self.sealed += bytes.len();
             self.segments.push_back(Segment::Shared(Rc::clone(bytes)));
@@ -174,17 +216,19 @@ impl OutQueue {
         }
     }
 
-    /// Drop everything queued and give the memory back.
+    /// Drop everything queued and give the memory back (framing stays as set).
     pub fn clear(&mut self) {
         self.segments = VecDeque::new();
         self.tail = Vec::new();
         self.front_written = 0;
         self.sealed = 0;
+        self.open_frame = None;
     }
 
     /// Write as much as the writer takes without blocking. `Ok(true)`: all written;
     /// `Ok(false)`: the writer would block (wait for writability).
-    pub fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<bool> {
+    pub fn write_to<W: Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<bool> {
+        debug_assert!(self.open_frame.is_none(), "write with an unfilled frame header");
         while !self.is_empty() {
             let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
@@ -255,6 +299,11 @@ impl InBuf {
 
     pub fn len(&self) -> usize {
         self.end.saturating_sub(self.start)
+    }
+
+    /// Memory held (for tests of idle cost).
+    pub fn capacity(&self) -> usize {
+        self.data.capacity()
     }
 
     /// The unconsumed bytes.

@@ -1,16 +1,16 @@
-//! Per-socket protocol state: which transport layer the bytes pass through (raw TCP, the HTTP
-//! upgrade, WebSocket frames), the input left over between reads, the output owed to the peer, and
-//! the MQTT phase. No sockets here: the event loop moves bytes in and out.
+//! Per-connection MQTT state in the broker core: the phase, timers, flow control, and the output
+//! owed to the peer (MQTT bytes; the connection's transport frames them on the way out). The
+//! layers under MQTT (TLS, HTTP upgrade, WebSocket frames) and the input they hold are in
+//! `transport`; no sockets here either.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::buffer::{InBuf, OutQueue, Placeholder};
+use crate::buffer::OutQueue;
 use crate::mqtt::{encode_publish_header, ProtocolLevel};
 use crate::router::{Message, Subscriber};
 use crate::session::Outgoing;
-use crate::ws::{self, FrameDecoder};
 
 /// A route cache of one entry per publishing client: most clients (sensors) publish to the
 /// same topic again and again, so the topic string and its subscriber list are reused until the
@@ -42,37 +42,6 @@ pub struct Timeouts {
     /// makes a connection a slow consumer.
     pub slow_grace: Duration,
 }
-
-/// The layers under MQTT for this socket.
-#[derive(Debug)]
-pub enum Transport {
-    /// MQTT straight over TCP.
-    Tcp,
-    /// WebSocket listener, waiting for the HTTP upgrade request. `listener` indexes the broker's
-    /// WebSocket handshake settings.
-    WsHandshake { listener: usize },
-    /// WebSocket frames carry the MQTT byte stream. Boxed: TCP connections, the many idle
-    /// sensors of a gateway, should not pay for it.
-    Ws(Box<WsState>),
-}
-
-#[derive(Debug)]
-pub struct WsState {
-    pub decoder: FrameDecoder,
-    /// MQTT bytes unmasked from frames and not yet decoded (a partial packet).
-    pub mqtt_in: InBuf,
-    /// The binary frame being filled with this turn's MQTT bytes: where its header goes.
-    pub open_frame: Option<Placeholder>,
-}
-
-impl WsState {
-    pub fn new(max_message_size: usize) -> Self {
-        WsState { decoder: FrameDecoder::new(max_message_size), mqtt_in: InBuf::default(), open_frame: None }
-    }
-}
-
-/// Room for the longest frame header a server sends (no mask): 2 + 8 bytes.
-const FRAME_HEADER_ROOM: usize = 10;
 
 /// Where the MQTT conversation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,11 +88,9 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// Client address reported by a trusted proxy (X-Forwarded-For / X-Real-IP).
     pub forwarded_for: Option<Box<str>>,
-    pub transport: Transport,
-    /// Raw bytes received and not yet consumed (a partial packet, frame header or HTTP head).
-    /// Empty (no allocation) on an idle connection.
-    pub raw_in: InBuf,
-    /// Bytes for the socket, in wire format.
+    /// MQTT over WebSocket (upgraded): closes get a WebSocket close frame.
+    pub websocket: bool,
+    /// MQTT bytes for the peer (framed by its transport at flush).
     pub out: OutQueue,
     pub phase: Phase,
     pub level: ProtocolLevel,
@@ -166,14 +133,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(serial: u64, listener: u16, peer: SocketAddr, transport: Transport, now: Instant) -> Self {
+    pub fn new(serial: u64, listener: u16, peer: SocketAddr, now: Instant) -> Self {
         Connection {
             serial,
             listener,
             peer,
             forwarded_for: None,
-            transport,
-            raw_in: InBuf::default(),
+            websocket: false,
             out: OutQueue::default(),
             phase: Phase::AwaitConnect,
             level: ProtocolLevel::V311,
@@ -210,18 +176,6 @@ impl Connection {
         self.congestion.as_ref().is_some_and(|c| c.slow_since.is_some())
     }
 
-    /// Where MQTT packets are encoded: straight to the wire for TCP; for WebSocket, into the
-    /// frame being filled this turn.
-    pub fn mqtt_out(&mut self) -> &mut OutQueue {
-        match &mut self.transport {
-            Transport::Ws(ws) if ws.open_frame.is_none() => {
-                ws.open_frame = Some(self.out.begin_placeholder(FRAME_HEADER_ROOM));
-                &mut self.out
-            }
-            _ => &mut self.out,
-        }
-    }
-
     /// Bytes owed to this client at the MQTT level (for the slow-consumer limit).
     pub fn pending_output(&self) -> usize {
         self.out.len()
@@ -230,22 +184,10 @@ impl Connection {
     /// Encode a PUBLISH for `out`. The payload is referenced, not copied, when it is large.
     pub fn write_publish(&mut self, out: &Outgoing, packet_id: Option<u16>, dup: bool) {
         let level = self.level;
-        let q = self.mqtt_out();
+        let q = &mut self.out;
         let msg = &out.msg;
         encode_publish_header(&msg.topic, out.qos, out.retain, dup, packet_id, msg.payload.len(), level, q.tail());
         q.push_shared(&msg.payload);
-    }
-
-    /// Before a write, or before a control frame is queued: close the binary frame holding the
-    /// MQTT bytes encoded this turn, so a burst of small packets costs one frame header and one
-    /// syscall.
-    pub fn prepare_flush(&mut self) {
-        let Transport::Ws(ws) = &mut self.transport else { return };
-        let Some(at) = ws.open_frame.take() else { return };
-        let payload_len = self.out.bytes_since(at).saturating_sub(FRAME_HEADER_ROOM);
-        let (header, len) = ws::frame::binary_header(payload_len);
-        debug_assert!(len <= header.len() && len <= FRAME_HEADER_ROOM, "frame header of {len} bytes");
-        self.out.fill_placeholder(at, FRAME_HEADER_ROOM, header.get(..len).unwrap_or(&header));
     }
 
     /// The instant of this connection's next timed event, if any: the linger deadline while
@@ -296,6 +238,6 @@ impl Connection {
     }
 
     pub fn is_websocket(&self) -> bool {
-        !matches!(self.transport, Transport::Tcp)
+        self.websocket
     }
 }

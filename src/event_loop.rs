@@ -1,8 +1,9 @@
 //! The only place that touches sockets and the clock: one `mio::Poll`, edge-triggered, one
 //! thread. Each turn reads what is there (round robin, a chunk per connection at a time, so
-//! one flooding client cannot starve the others), lets the broker core act on it, then flushes
-//! every connection that got output once (vectored writes), and sleeps until the next event or
-//! the core's next deadline.
+//! one flooding client cannot starve the others) into each connection's transport, which hands
+//! MQTT bytes to the broker core; then it writes every connection that got output once
+//! (vectored writes, through its transport), and sleeps until the next event or the core's
+//! next deadline. It moves bytes between sockets and transports and nothing else.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -15,10 +16,11 @@ use log::{error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::broker::{CloseReason, Core, ListenerKind};
-use crate::buffer::OutQueue;
+use crate::broker::{CloseReason, Core};
 use crate::config::{Config, Protocol};
-use crate::tls::{Plaintext, TlsLayer};
+use crate::tls::TlsLayer;
+use crate::transport::{Received, Transport};
+use crate::ws::HandshakeConfig;
 
 /// Tokens at the top of the range are listeners and the waker; connections use slab keys.
 const WAKER: Token = Token(usize::MAX);
@@ -37,7 +39,8 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 struct Listener {
     socket: TcpListener,
-    kind: ListenerKind,
+    /// WebSocket listeners: the HTTP upgrade's settings.
+    ws: Option<Arc<HandshakeConfig>>,
     protocol: Protocol,
     addr: SocketAddr,
     /// Out of descriptors since then: waiting connections are refused until one accept works.
@@ -77,11 +80,13 @@ pub struct Broker {
     waker: Arc<Waker>,
 }
 
-/// A connection's socket and what the loop tracks about it.
+/// A connection's socket, its transport, and what the loop tracks about it.
 struct Socket {
     stream: TcpStream,
-    /// TLS between the socket and the core (boxed: plain connections pay one pointer).
-    tls: Option<Box<TlsLayer>>,
+    transport: Transport,
+    /// The core closed the connection and its transport said its last (`drop_closed`): once
+    /// the output is out, FIN.
+    closed: bool,
     /// Our side was shut down (FIN sent) while lingering.
     shut: bool,
     /// Bytes read and discarded while lingering.
@@ -89,37 +94,12 @@ struct Socket {
 }
 
 impl Socket {
-    /// Write `out` (plaintext) to the socket, through TLS if there is any. Returns whether
-    /// everything, ciphertext included, went out; `out` keeps what the kernel (or, for TLS,
-    /// rustls' bounded buffer) did not take. O(bytes written).
-    fn write_out(&mut self, out: &mut OutQueue) -> io::Result<bool> {
-        let Some(tls) = &mut self.tls else { return out.write_to(&mut self.stream) };
-        loop {
-            if !tls.write_tls(&mut self.stream)? {
-                return Ok(false);
-            }
-            if out.is_empty() {
-                return Ok(true);
-            }
-            let before = out.len();
-            out.write_to(&mut tls.plaintext_sink())?;
-            if out.len() == before && !tls.wants_write() {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// Our side is done: close_notify for TLS, then FIN once everything is out.
+    /// Our side is done: the transport's last word (TLS close_notify), then FIN once
+    /// everything is out.
     fn finish(&mut self) {
-        if self.shut {
+        if self.shut || !self.transport.finish(&mut self.stream) {
+            // The rest goes out with the next writable edge (or not at all).
             return;
-        }
-        if let Some(tls) = &mut self.tls {
-            tls.send_close_notify();
-            if !matches!(tls.write_tls(&mut self.stream), Ok(true)) {
-                // The rest goes out with the next writable edge (or not at all).
-                return;
-            }
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
         self.shut = true;
@@ -152,6 +132,8 @@ struct Serving<'a> {
     /// Sockets by connection token (the core's slab key).
     sockets: Vec<Option<Socket>>,
     core: Core,
+    /// Largest WebSocket message (MQTT packet) a transport accepts.
+    max_packet_size: usize,
     /// Connections still to be read next turn (their budget ran out, or they were resumed).
     read_again: Vec<Ready>,
     /// A file descriptor held in reserve: closed to accept (and at once close) a waiting
@@ -168,17 +150,13 @@ impl Broker {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut listeners = Vec::new();
-        let mut ws_count = 0;
         for (i, l) in config.listeners.iter().enumerate() {
             let mut socket = TcpListener::bind(l.addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr)))?;
             poll.registry().register(&mut socket, Token(LISTENER_BASE + i), Interest::READABLE)?;
-            let kind = match l.protocol {
-                Protocol::Mqtt => ListenerKind::Tcp,
-                Protocol::WebSockets => {
-                    ws_count += 1;
-                    ListenerKind::WebSocket(ws_count - 1)
-                }
+            let ws = match l.protocol {
+                Protocol::Mqtt => None,
+                Protocol::WebSockets => Some(Arc::new(l.ws.clone())),
             };
             let addr = socket.local_addr()?;
             let tls = if l.tls.enabled() {
@@ -195,7 +173,7 @@ impl Broker {
                     info!("Opening websockets listen socket on {addr} (path {}{secure}).", l.ws.path)
                 }
             }
-            listeners.push(Listener { socket, kind, protocol: l.protocol, addr, starved_since: None, refused: 0, tls });
+            listeners.push(Listener { socket, ws, protocol: l.protocol, addr, starved_since: None, refused: 0, tls });
         }
         if config.local_only {
             info!(
@@ -242,6 +220,7 @@ impl Broker {
             listeners: &mut self.listeners,
             sockets: Vec::new(),
             core,
+            max_packet_size: self.config.max_packet_size,
             read_again: Vec::new(),
             reserve_fd: File::open("/dev/null").ok(),
             accept_retry_at: None,
@@ -273,10 +252,13 @@ impl Serving<'_> {
             let now = Instant::now();
             ready.clear();
             ready.append(&mut self.read_again);
-            for token in self.core.take_resumed() {
+            while let Some(mut endpoint) = self.core.poll_resume(now) {
                 // Decode what it held when it was paused, then read on; its FIN may have been
                 // reported while it was paused, so read to WouldBlock.
-                self.core.resume(token, now);
+                let token = endpoint.token();
+                if let Some(Some(socket)) = self.sockets.get_mut(token) {
+                    socket.transport.resume(&mut endpoint);
+                }
                 ready.push(Ready { token, hangup: true, spent: 0 });
             }
             if self.accept_retry_at.is_some_and(|at| at <= now) {
@@ -352,52 +334,25 @@ impl Serving<'_> {
         }
     }
 
-    /// One read from `token`'s socket, handed to the core. Returns what it did and the bytes read.
+    /// One read from `token`'s socket into its transport, which hands MQTT bytes to the core.
+    /// Returns what it did and the bytes read.
     fn read_once(&mut self, token: usize, scratch: &mut [u8], hangup: bool, now: Instant) -> (ReadOutcome, usize) {
-        if !self.core.wants_input(token) {
-            // Paused (the core resumes it) or closed.
-            return (ReadOutcome::Done, 0);
-        }
+        // Paused (the core resumes it) or closed: not read.
+        let Some(mut endpoint) = self.core.endpoint(token, now) else { return (ReadOutcome::Done, 0) };
         let Some(Some(socket)) = self.sockets.get_mut(token) else { return (ReadOutcome::Done, 0) };
-        if let Some(tls) = &mut socket.tls {
-            return read_once_tls(&mut self.core, token, &mut socket.stream, tls, scratch, now);
-        }
-        // A connection holding a partial packet reads straight behind it; others read into
-        // the shared buffer and keep nothing when every packet in it is complete.
-        let (result, room, into_held) = match self.core.held_input(token) {
-            Some(held) => {
-                let spare = held.spare(READ_CHUNK);
-                let room = spare.len();
-                let result = socket.stream.read(spare);
-                if let Ok(n) = result {
-                    held.commit(n);
-                }
-                (result, room, true)
-            }
-            None => (socket.stream.read(scratch), scratch.len(), false),
-        };
-        match result {
-            Ok(0) => {
-                self.core.handle_hangup(token, None);
+        match socket.transport.read_from(&mut socket.stream, scratch, &mut endpoint) {
+            Ok(Received::Eof) => {
+                endpoint.hangup(None);
                 (ReadOutcome::Done, 0)
             }
-            Ok(n) => {
-                if into_held {
-                    self.core.handle_buffered_input(token, now);
-                } else {
-                    let data = scratch.get_mut(..n);
-                    debug_assert!(data.is_some(), "read more than the buffer");
-                    self.core.handle_input(token, data.unwrap_or(&mut []), now);
-                }
-                // A short read drained the socket; epoll reports the next arrival as a new edge,
-                // so skip the read that would only say WouldBlock.
-                let outcome = if n < room && !hangup { ReadOutcome::Done } else { ReadOutcome::More };
-                (outcome, n)
-            }
+            // A short read drained the socket; epoll reports the next arrival as a new edge,
+            // so skip the read that would only say WouldBlock.
+            Ok(Received::Drained(n)) if !hangup => (ReadOutcome::Done, n),
+            Ok(Received::Drained(n) | Received::More(n)) => (ReadOutcome::More, n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => (ReadOutcome::Done, 0),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => (ReadOutcome::More, 0),
             Err(e) => {
-                self.core.handle_hangup(token, Some(e.kind()));
+                endpoint.hangup(Some(e.kind()));
                 (ReadOutcome::Done, 0)
             }
         }
@@ -439,9 +394,12 @@ impl Serving<'_> {
                         );
                         listener.refused = 0;
                     }
-                    let kind = listener.kind;
+                    let framing = match &listener.ws {
+                        Some(ws) => Transport::websocket(Arc::clone(ws), peer.ip(), self.max_packet_size),
+                        None => Transport::mqtt(),
+                    };
                     let tls_config = listener.tls.clone();
-                    let Some(token) = self.core.accept(index, kind, peer, now) else {
+                    let Some(token) = self.core.accept(index, peer, now) else {
                         // At max_connections: closed at once, as mosquitto does.
                         continue;
                     };
@@ -458,9 +416,9 @@ impl Serving<'_> {
                         self.core.close(token, crate::broker::CloseReason::Io(e.kind()));
                         continue;
                     }
-                    let tls = match tls_config.as_ref().map(TlsLayer::new) {
-                        None => None,
-                        Some(Ok(tls)) => Some(Box::new(tls)),
+                    let transport = match tls_config.as_ref().map(TlsLayer::new) {
+                        None => framing,
+                        Some(Ok(tls)) => framing.with_tls(tls),
                         Some(Err(e)) => {
                             warn!("cannot start TLS for {peer}: {e}");
                             self.core.close(token, CloseReason::Io(io::ErrorKind::Other));
@@ -471,7 +429,7 @@ impl Serving<'_> {
                         self.sockets.resize_with(token + 1, || None);
                     }
                     if let Some(slot) = self.sockets.get_mut(token) {
-                        *slot = Some(Socket { stream: socket, tls, shut: false, discarded: 0 });
+                        *slot = Some(Socket { stream: socket, transport, closed: false, shut: false, discarded: 0 });
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -516,20 +474,22 @@ impl Serving<'_> {
         self.accept_retry_at = Some(now + ACCEPT_RETRY);
     }
 
-    /// Write each connection's batched output once per turn.
+    /// Write each connection's batched output once per turn, through its transport.
     fn flush_dirty(&mut self, now: Instant) {
-        let dirty = self.core.take_dirty();
-        for &token in &dirty {
-            let Some(Some(socket)) = self.sockets.get_mut(token) else { continue };
-            let Some(out) = self.core.output(token) else { continue };
+        while let Some(transmit) = self.core.poll_transmit() {
+            let token = transmit.token();
+            let (Some(Some(socket)), Some(out)) = (self.sockets.get_mut(token), self.core.output(token)) else {
+                self.core.transmitted(transmit, 0, now);
+                continue;
+            };
             let before = out.len();
-            let result = socket.write_out(out);
+            let result = socket.transport.write_to(out, &mut socket.stream);
             let written = before.saturating_sub(out.len());
+            self.core.transmitted(transmit, written, now);
             match result {
                 // Done, or the kernel buffer is full and a WRITABLE edge will bring us back.
                 Ok(drained) => {
-                    self.core.wrote(token, written, now);
-                    if drained && self.core.is_closing(token) {
+                    if drained && socket.closed {
                         // A lingering connection said its last: FIN, then wait for the peer's.
                         socket.finish();
                     }
@@ -537,37 +497,48 @@ impl Serving<'_> {
                 Err(e) => self.core.handle_hangup(token, Some(e.kind())),
             }
         }
-        self.core.return_dirty(dirty);
     }
 
-    /// Sockets of connections the core closed: a last attempt to send what they were owed (a
-    /// CONNACK refusal, an HTTP error, a WebSocket close frame), then either linger or drop.
+    /// Sockets of connections the core closed: their transport's last word (a WebSocket close
+    /// frame) and a last attempt to send what they were owed (a CONNACK refusal, an HTTP
+    /// error), then either linger or drop.
     fn drop_closed(&mut self, now: Instant) {
         loop {
-            let closed = self.core.take_closed();
-            let finished = self.core.take_finished();
-            if closed.is_empty() && finished.is_empty() {
-                return;
-            }
-            for token in closed {
+            let mut any = false;
+            while let Some(closed) = self.core.poll_closed() {
+                any = true;
+                let token = closed.token();
                 let Some(Some(socket)) = self.sockets.get_mut(token) else {
-                    self.core.release(token);
+                    self.core.release(closed);
                     continue;
                 };
                 let drained = match self.core.output(token) {
-                    Some(out) => socket.write_out(out).unwrap_or(false),
-                    None => true,
+                    Some(out) => {
+                        socket.transport.close(out, closed.ws_close());
+                        socket.closed = true;
+                        socket.transport.write_to(out, &mut socket.stream).unwrap_or(false)
+                    }
+                    None => {
+                        socket.closed = true;
+                        true
+                    }
                 };
-                if self.core.lingers(token) {
+                if self.core.lingers(&closed) {
                     if drained {
                         socket.finish();
                     }
                     continue;
                 }
                 self.drop_socket(token);
+                self.core.release(closed);
             }
-            for token in finished {
-                self.drop_socket(token);
+            while let Some(finished) = self.core.poll_finished() {
+                any = true;
+                self.drop_socket(finished.token());
+                self.core.release(finished);
+            }
+            if !any {
+                return;
             }
             // Closing may have produced output for others (wills).
             self.flush_dirty(now);
@@ -581,59 +552,6 @@ impl Serving<'_> {
                 let _ = socket.stream.shutdown(std::net::Shutdown::Write);
             }
             let _ = self.poll.registry().deregister(&mut socket.stream);
-        }
-        self.core.release(token);
-    }
-}
-
-/// One step of reading a TLS connection: hand the core what rustls already decrypted (as long
-/// as the core takes input), else read ciphertext once. Handshake answers and alerts are
-/// flushed with the turn's output.
-fn read_once_tls(
-    core: &mut Core,
-    token: usize,
-    stream: &mut TcpStream,
-    tls: &mut TlsLayer,
-    scratch: &mut [u8],
-    now: Instant,
-) -> (ReadOutcome, usize) {
-    if let Some(identity) = tls.take_identity() {
-        core.set_tls_identity(token, identity);
-    }
-    match tls.read_plaintext(scratch) {
-        Plaintext::Bytes(n) => {
-            let data = scratch.get_mut(..n);
-            debug_assert!(data.is_some(), "rustls gave more than the buffer");
-            core.handle_input(token, data.unwrap_or(&mut []), now);
-            return (ReadOutcome::More, n);
-        }
-        Plaintext::Closed => {
-            core.handle_hangup(token, None);
-            return (ReadOutcome::Done, 0);
-        }
-        Plaintext::Empty => {}
-    }
-    let result = tls.read_tls(stream);
-    if tls.wants_write() {
-        core.mark_dirty(token);
-    }
-    match result {
-        Ok(Ok(0)) => {
-            core.handle_hangup(token, None);
-            (ReadOutcome::Done, 0)
-        }
-        // Decrypted bytes (if any) are handed over on the next step.
-        Ok(Ok(n)) => (ReadOutcome::More, n),
-        Ok(Err(e)) => {
-            // rustls queued an alert; it goes out with the closing write.
-            core.close(token, CloseReason::Tls(e.to_string()));
-            (ReadOutcome::Done, 0)
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => (ReadOutcome::Done, 0),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => (ReadOutcome::More, 0),
-        Err(e) => {
-            core.handle_hangup(token, Some(e.kind()));
-            (ReadOutcome::Done, 0)
         }
     }
 }

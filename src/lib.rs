@@ -20,6 +20,7 @@ pub mod mqtt;
 pub mod router;
 pub mod session;
 pub mod tls;
+pub mod transport;
 pub mod ws;
 
 /// Every allocation is counted, for `memory_limit` (see `memory`).

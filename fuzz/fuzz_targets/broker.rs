@@ -56,9 +56,12 @@ macro_rules! trace {
 mod adapter {
     use std::collections::HashMap;
     use std::io::Write;
+    use std::sync::Arc;
     use std::time::Instant;
 
-    use midge::broker::{Core, ListenerKind};
+    use midge::broker::Core;
+    use midge::transport::Transport;
+    use midge::ws::HandshakeConfig;
     use midge::Config;
 
     /// The event loop's shared read buffer size: one read never delivers more.
@@ -82,29 +85,50 @@ mod adapter {
     pub struct Broker {
         core: Core,
         scratch: Vec<u8>,
+        /// The WebSocket listeners' upgrade settings, by `Listener::WebSocket` index.
+        ws: Vec<Arc<HandshakeConfig>>,
+        max_packet_size: usize,
+        transports: HashMap<usize, Transport>,
         /// Bytes sent to a connection whose input was paused: the kernel would hold them.
         unread: HashMap<usize, Vec<u8>>,
     }
 
     impl Broker {
         pub fn new(config: &Config) -> Self {
-            Broker { core: Core::new(config), scratch: Vec::new(), unread: HashMap::new() }
+            let ws = config
+                .listeners
+                .iter()
+                .filter(|l| l.protocol == midge::Protocol::WebSockets)
+                .map(|l| Arc::new(l.ws.clone()))
+                .collect();
+            Broker {
+                core: Core::new(config),
+                scratch: vec![0; READ_CHUNK],
+                ws,
+                max_packet_size: config.max_packet_size,
+                transports: HashMap::new(),
+                unread: HashMap::new(),
+            }
         }
 
         /// A connection accepted on `listener` (None: the listener is full).
         pub fn accept(&mut self, listener: Listener, now: Instant) -> Option<usize> {
-            let (index, kind) = match listener {
-                Listener::Tcp => (0, ListenerKind::Tcp),
-                Listener::WebSocket(i) => (1 + i, ListenerKind::WebSocket(i)),
+            let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().expect("address");
+            let (index, transport) = match listener {
+                Listener::Tcp => (0, Transport::mqtt()),
+                Listener::WebSocket(i) => {
+                    let config = Arc::clone(self.ws.get(i)?);
+                    (1 + i, Transport::websocket(config, peer.ip(), self.max_packet_size))
+                }
             };
-            let token = self.core.accept(index, kind, "127.0.0.1:40000".parse().expect("address"), now)?;
+            let token = self.core.accept(index, peer, now)?;
             self.unread.remove(&token);
+            self.transports.insert(token, transport);
             Some(token)
         }
 
-        /// Bytes from the peer arrive in `token`'s socket and are read as `read_once` does:
-        /// straight behind the held partial unit if the connection has one, else through the
-        /// shared buffer, a chunk at a time, while the core wants input.
+        /// Bytes from the peer arrive in `token`'s socket and are read as `read_once` does,
+        /// through the connection's transport, a chunk at a time, while the core wants input.
         pub fn read(&mut self, token: usize, bytes: &[u8], now: Instant) {
             let buffer = self.unread.entry(token).or_default();
             buffer.extend_from_slice(bytes);
@@ -112,37 +136,24 @@ mod adapter {
         }
 
         fn read_unread(&mut self, token: usize, now: Instant) {
-            let Some(mut bytes) = self.unread.remove(&token) else { return };
             if self.core.is_closing(token) {
                 // A lingering connection's input is read and discarded.
+                self.unread.remove(&token);
                 return;
             }
-            let mut at = 0;
-            while at < bytes.len() && self.core.wants_input(token) {
-                let rest = &bytes[at..];
-                let n = match self.core.held_input(token) {
-                    Some(held) => {
-                        let spare = held.spare(READ_CHUNK);
-                        let n = rest.len().min(spare.len());
-                        spare[..n].copy_from_slice(&rest[..n]);
-                        held.commit(n);
-                        self.core.handle_buffered_input(token, now);
-                        n
-                    }
-                    None => {
-                        let n = rest.len().min(READ_CHUNK);
-                        self.scratch.clear();
-                        self.scratch.extend_from_slice(&rest[..n]);
-                        self.core.handle_input(token, &mut self.scratch, now);
-                        n
-                    }
-                };
-                at += n;
+            let Some(transport) = self.transports.get_mut(&token) else { return };
+            let Some(unread) = self.unread.get_mut(&token) else { return };
+            while !unread.is_empty() {
+                let Some(mut endpoint) = self.core.endpoint(token, now) else { break };
+                let mut src: &[u8] = unread;
+                if transport.read_from(&mut src, &mut self.scratch, &mut endpoint).is_err() {
+                    break;
+                }
+                let read = unread.len() - src.len();
+                unread.drain(..read);
             }
-            if at < bytes.len() && !self.core.is_closing(token) {
-                bytes.drain(..at);
-                self.unread.insert(token, bytes);
-            }
+            let held = transport.held_input();
+            assert!(held <= self.core.input_bound(), "transport of {token} holds {held} bytes of input");
         }
 
         pub fn hangup(&mut self, token: usize, error: Option<std::io::ErrorKind>) {
@@ -157,8 +168,15 @@ mod adapter {
         /// The end of an event-loop turn: resumed connections read, timers, flush, then close,
         /// linger and release; then the invariants.
         pub fn turn<S: Sockets>(&mut self, now: Instant, sockets: &mut S) {
-            for token in self.core.take_resumed() {
-                self.core.resume(token, now);
+            let mut resumed = Vec::new();
+            while let Some(mut endpoint) = self.core.poll_resume(now) {
+                let token = endpoint.token();
+                if let Some(transport) = self.transports.get_mut(&token) {
+                    transport.resume(&mut endpoint);
+                }
+                resumed.push(token);
+            }
+            for token in resumed {
                 self.read_unread(token, now);
             }
             self.core.handle_timeouts(now);
@@ -167,28 +185,34 @@ mod adapter {
             }
             self.flush_dirty(sockets, now);
             loop {
-                let closed = self.core.take_closed();
-                let finished = self.core.take_finished();
-                if closed.is_empty() && finished.is_empty() {
-                    break;
-                }
-                for token in closed {
-                    if let Some(socket) = sockets.socket(token) {
-                        if let Some(out) = self.core.output(token) {
-                            let _ = out.write_to(socket);
-                        }
+                let mut any = false;
+                while let Some(closed) = self.core.poll_closed() {
+                    any = true;
+                    let token = closed.token();
+                    if let (Some(socket), Some(out), Some(transport)) =
+                        (sockets.socket(token), self.core.output(token), self.transports.get_mut(&token))
+                    {
+                        transport.close(out, closed.ws_close());
+                        let _ = transport.write_to(out, socket);
                     }
-                    if self.core.lingers(token) {
+                    if self.core.lingers(&closed) {
                         continue;
                     }
                     sockets.closed(token);
                     self.unread.remove(&token);
-                    self.core.release(token);
+                    self.transports.remove(&token);
+                    self.core.release(closed);
                 }
-                for token in finished {
+                while let Some(finished) = self.core.poll_finished() {
+                    any = true;
+                    let token = finished.token();
                     sockets.closed(token);
                     self.unread.remove(&token);
-                    self.core.release(token);
+                    self.transports.remove(&token);
+                    self.core.release(finished);
+                }
+                if !any {
+                    break;
                 }
                 // Closing may have produced output for others (wills).
                 self.flush_dirty(sockets, now);
@@ -199,22 +223,23 @@ mod adapter {
         }
 
         fn flush_dirty<S: Sockets>(&mut self, sockets: &mut S, now: Instant) {
-            let dirty = self.core.take_dirty();
-            for &token in &dirty {
-                let Some(socket) = sockets.socket(token) else { continue };
-                let Some(out) = self.core.output(token) else { continue };
+            while let Some(transmit) = self.core.poll_transmit() {
+                let token = transmit.token();
+                let (Some(socket), Some(out), Some(transport)) =
+                    (sockets.socket(token), self.core.output(token), self.transports.get_mut(&token))
+                else {
+                    self.core.transmitted(transmit, 0, now);
+                    continue;
+                };
                 let before = out.len();
-                let result = out.write_to(socket);
+                let result = transport.write_to(out, socket);
                 let written = before - out.len();
+                self.core.transmitted(transmit, written, now);
                 match result {
-                    Ok(done) => {
-                        sockets.set_blocked(token, !done);
-                        self.core.wrote(token, written, now);
-                    }
+                    Ok(done) => sockets.set_blocked(token, !done),
                     Err(e) => self.core.handle_hangup(token, Some(e.kind())),
                 }
             }
-            self.core.return_dirty(dirty);
         }
 
         /// The broker is stopping: every connection closes.

@@ -1,45 +1,97 @@
-//! Bytes to packets: each connection's transport layers (raw TCP, the WebSocket upgrade,
-//! WebSocket frames) feed MQTT decoding, which hands each packet to the broker. Decoding stops
-//! where a connection's input is paused (see `flow`); what is left waits in the connection's
-//! buffers for `resume`.
+//! MQTT bytes to packets: a connection's transport (see `transport`) hands up the MQTT stream
+//! through an `Endpoint`, the core's side of that connection; each complete packet is decoded
+//! (borrowed from the bytes) and acted on. Decoding stops where the connection's input is paused
+//! (see `flow`); the transport keeps what is left until `resume`.
 
 use std::time::Instant;
 
 use log::debug;
 
 use super::{CloseReason, Core, ProtocolError};
-use crate::buffer::InBuf;
-use crate::connection::{Phase, Transport, WsState};
+use crate::buffer::OutQueue;
+use crate::connection::Phase;
 use crate::mqtt::{decode_packet, fixed_header, ConnectReturnCode, DecodeError, Packet};
-use crate::ws::{self, HandshakeOutcome, WsControl, WsEvent};
+use crate::transport::{TransportError, Upper};
 
 /// A partial packet this large is only buffered while `memory_limit` has room for it.
 const LARGE_PARTIAL: usize = 64 * 1024;
 
-impl Core {
-    /// Bytes arrived on `token`'s socket, read into a shared buffer (the event loop does that
-    /// when the connection holds nothing; if it does, they are appended to it). They may be
-    /// modified in place (WebSocket unmasking).
-    pub fn handle_input(&mut self, token: usize, data: &mut [u8], now: Instant) {
-        self.now = now;
-        let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
-        let mut held = std::mem::take(&mut conn.raw_in);
-        consume_with_leftover(&mut held, data, |bytes| self.process_raw(token, bytes));
-        if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
-            conn.raw_in = held;
+/// The core's side of one connection, handed to its transport for one call (`read_from`,
+/// `resume`): what the transport may tell the core and take from it. Obtained from
+/// `Core::endpoint` or `Core::poll_resume`.
+pub struct Endpoint<'a> {
+    core: &'a mut Core,
+    token: usize,
+}
+
+impl Endpoint<'_> {
+    pub fn token(&self) -> usize {
+        self.token
+    }
+
+    /// The peer closed its side (EOF), or reading failed with `error`.
+    pub fn hangup(&mut self, error: Option<std::io::ErrorKind>) {
+        self.core.handle_hangup(self.token, error);
+    }
+}
+
+impl Upper for Endpoint<'_> {
+    fn wants_input(&self) -> bool {
+        self.core.wants_input(self.token)
+    }
+
+    fn mqtt(&mut self, bytes: &[u8]) -> usize {
+        self.core.process_mqtt(self.token, bytes)
+    }
+
+    fn output(&mut self) -> Option<&mut OutQueue> {
+        self.core.conns.get_mut(self.token).map(|c| &mut c.out)
+    }
+
+    fn queued(&mut self) {
+        self.core.mark_dirty(self.token);
+        self.core.after_output(self.token);
+    }
+
+    fn admit_upgrade(&mut self) -> bool {
+        if self.core.memory_full() {
+            self.core.stats.refused_memory += 1;
+            return false;
+        }
+        true
+    }
+
+    fn upgraded(&mut self, forwarded_for: Option<String>) {
+        if let Some(conn) = self.core.conns.get_mut(self.token) {
+            conn.websocket = true;
+            conn.forwarded_for = forwarded_for.map(Into::into);
         }
     }
 
-    /// Where to read `token`'s next bytes when it already holds a partial unit: straight behind
-    /// it (no copy). `None`: read into the shared buffer and call `handle_input`.
-    pub fn held_input(&mut self, token: usize) -> Option<&mut InBuf> {
-        self.conns.get_mut(token).map(|c| &mut c.raw_in).filter(|b| !b.is_empty())
+    fn tls_identity(&mut self, common_name: Option<String>) {
+        self.core.set_tls_identity(self.token, common_name);
     }
 
-    /// Bytes were committed into `held_input(token)`.
-    pub fn handle_buffered_input(&mut self, token: usize, now: Instant) {
+    fn fail(&mut self, error: TransportError) {
+        let reason = match error {
+            TransportError::Handshake(e) => CloseReason::Handshake(e),
+            TransportError::WebSocket(e) => CloseReason::WebSocket(e),
+            TransportError::WebSocketClosed(code) => CloseReason::WebSocketClosed(code),
+            TransportError::Tls(e) => CloseReason::Tls(e),
+        };
+        self.core.close(self.token, reason);
+    }
+}
+
+impl Core {
+    /// The core's side of `token` for its transport to read into, at `now`; `None` when the
+    /// connection is gone, paused or closing (then its socket is not read). O(1).
+    pub fn endpoint(&mut self, token: usize, now: Instant) -> Option<Endpoint<'_>> {
+        if !self.wants_input(token) {
+            return None;
+        }
         self.now = now;
-        self.process_held_raw(token);
+        Some(Endpoint { core: self, token })
     }
 
     /// Whether the event loop may read `token`'s socket now: not while its input is paused by
@@ -48,146 +100,30 @@ impl Core {
         self.conns.get(token).is_some_and(|c| c.wants_input())
     }
 
-    /// A paused connection may go on (it was in `take_resumed`): decode what it already holds.
-    /// The caller then reads its socket if `wants_input` still says so.
-    pub fn resume(&mut self, token: usize, now: Instant) {
+    /// Whether a paused connection is waiting to go on (the event loop must not sleep then).
+    pub fn has_resumed(&self) -> bool {
+        !self.resumed.is_empty()
+    }
+
+    /// The next paused connection that may go on: its transport hands up what the pause left
+    /// (`Transport::resume`), then the loop reads its socket while it wants input. `None` when
+    /// there is none.
+    pub fn poll_resume(&mut self, now: Instant) -> Option<Endpoint<'_>> {
         self.now = now;
-        let Some(conn) = self.conns.get_mut(token) else { return };
-        conn.resume_pending = false;
-        if !conn.wants_input() {
+        while let Some(token) = self.resumed.pop() {
+            let Some(conn) = self.conns.get_mut(token) else { continue };
+            conn.resume_pending = false;
             // Paused again before its turn: it is listed again when that pause ends.
-            return;
-        }
-        // MQTT bytes already taken out of WebSocket frames come first, then undecoded frames.
-        if let Transport::Ws(ws) = &mut conn.transport {
-            let mut held = std::mem::take(&mut ws.mqtt_in);
-            let n = self.process_mqtt(token, held.filled_mut());
-            held.consume(n);
-            match self.conns.get_mut(token).map(|c| &mut c.transport) {
-                Some(Transport::Ws(ws)) if !held.is_empty() => ws.mqtt_in = held,
-                _ => {}
+            if conn.wants_input() {
+                return Some(Endpoint { core: self, token });
             }
         }
-        if self.conns.get(token).is_some_and(|c| c.wants_input()) {
-            self.process_held_raw(token);
-        }
-    }
-
-    fn process_held_raw(&mut self, token: usize) {
-        let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
-        let mut held = std::mem::take(&mut conn.raw_in);
-        let n = self.process_raw(token, held.filled_mut());
-        held.consume(n);
-        if let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
-            conn.raw_in = held;
-        }
-    }
-
-    /// Run raw socket bytes through the transport layers. Returns how many bytes were consumed.
-    fn process_raw(&mut self, token: usize, data: &mut [u8]) -> usize {
-        let memory_full = matches!(self.conns.get(token).map(|c| &c.transport), Some(Transport::WsHandshake { .. }))
-            && self.memory_full();
-        let Some(conn) = self.conns.get_mut(token) else { return data.len() };
-        match &mut conn.transport {
-            Transport::Tcp => self.process_mqtt(token, data),
-            Transport::WsHandshake { listener } => {
-                let listener = *listener;
-                let Some(cfg) = self.ws_configs.get(listener) else { return data.len() };
-                let peer_ip = conn.peer.ip().to_string();
-                let outcome = match ws::handshake::handle_request(data, cfg, &peer_ip) {
-                    HandshakeOutcome::Accept { .. } if memory_full => {
-                        self.stats.refused_memory += 1;
-                        ws::handshake::service_unavailable()
-                    }
-                    outcome => outcome,
-                };
-                match outcome {
-                    HandshakeOutcome::Partial => 0,
-                    HandshakeOutcome::Accept { response, consumed, subprotocol, forwarded_for } => {
-                        debug!("WebSocket upgrade from {} (subprotocol {subprotocol:?})", conn.peer);
-                        conn.out.push_slice(&response);
-                        conn.forwarded_for = forwarded_for.map(Into::into);
-                        conn.transport = Transport::Ws(Box::new(WsState::new(self.limits.max_packet_size)));
-                        self.mark_dirty(token);
-                        match data.get_mut(consumed..) {
-                            Some(rest) => consumed + self.process_raw(token, rest),
-                            None => data.len(),
-                        }
-                    }
-                    HandshakeOutcome::Reject { response, error } => {
-                        conn.out.push_slice(&response);
-                        self.mark_dirty(token);
-                        self.close(token, CloseReason::Handshake(error));
-                        data.len()
-                    }
-                }
-            }
-            Transport::Ws(_) => self.process_frames(token, data),
-        }
-    }
-
-    /// WebSocket frames: payloads are unmasked in place and decoded as MQTT right there (the
-    /// decoder slides a burst of small frames together into one range); only a packet that spans
-    /// reads is copied (into the connection's `mqtt_in`). Stops after the frame during which
-    /// input was paused; returns the bytes consumed.
-    fn process_frames(&mut self, token: usize, data: &mut [u8]) -> usize {
-        let mut pos = 0;
-        let mut failure = None;
-        while let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) {
-            if !conn.wants_input() {
-                return pos;
-            }
-            let Transport::Ws(ws) = &mut conn.transport else { break };
-            let Some(rest) = data.get_mut(pos..) else { break };
-            match ws.decoder.decode_in_place(rest) {
-                // MessageEnd only comes from `for_messages` decoders, never the broker's.
-                Ok((n, WsEvent::Data(range) | WsEvent::MessageEnd(_, range))) => {
-                    let (start, end) = (pos + range.start, pos + range.end);
-                    pos += n;
-                    if let Some(bytes) = data.get_mut(start..end) {
-                        self.feed_ws_stream(token, bytes);
-                    }
-                }
-                Ok((n, WsEvent::Control(WsControl::Ping(payload)))) => {
-                    pos += n;
-                    // Close the open data frame first: frames never nest.
-                    conn.prepare_flush();
-                    ws::frame::encode_pong(&payload, conn.out.tail());
-                    self.mark_dirty(token);
-                    self.after_output(token);
-                }
-                Ok((n, WsEvent::Control(WsControl::Pong))) => pos += n,
-                Ok((_, WsEvent::Control(WsControl::Close { code }))) => {
-                    failure = Some(CloseReason::WebSocketClosed(code));
-                    break;
-                }
-                Ok((n, WsEvent::NeedMore)) => return pos + n,
-                Err(e) => {
-                    failure = Some(CloseReason::WebSocket(e));
-                    break;
-                }
-            }
-        }
-        if let Some(reason) = failure {
-            self.close(token, reason);
-        }
-        data.len()
-    }
-
-    /// MQTT stream bytes from one WebSocket frame.
-    fn feed_ws_stream(&mut self, token: usize, bytes: &mut [u8]) {
-        let Some(Transport::Ws(ws)) = self.conns.get_mut(token).map(|c| &mut c.transport) else { return };
-        let mut held = std::mem::take(&mut ws.mqtt_in);
-        consume_with_leftover(&mut held, bytes, |b| self.process_mqtt(token, b));
-        if let Some(Transport::Ws(ws)) = self.conns.get_mut(token).filter(|c| !c.closing).map(|c| &mut c.transport) {
-            ws.mqtt_in = held;
-        }
+        None
     }
 
     /// Decode and act on every complete MQTT packet in `buf`, until input is paused. Returns
     /// the bytes consumed.
-    fn process_mqtt(&mut self, token: usize, buf: &mut [u8]) -> usize {
-        let buf: &[u8] = buf;
+    fn process_mqtt(&mut self, token: usize, buf: &[u8]) -> usize {
         let mut pos = 0;
         loop {
             let Some(conn) = self.conns.get(token) else { return buf.len() };
@@ -255,23 +191,5 @@ impl Core {
         self.stats.dropped_memory += 1;
         self.close(token, CloseReason::MemoryLimit);
         true
-    }
-}
-
-/// Hand `held` + `data` to `consume`, which returns how many bytes it used; keep the rest in
-/// `held`. When nothing is held, `data` is consumed where it lies and only a trailing partial
-/// unit (or what a pause left) is copied; a drained `held` gives its memory back (idle
-/// connections stay small).
-fn consume_with_leftover(held: &mut InBuf, data: &mut [u8], mut consume: impl FnMut(&mut [u8]) -> usize) {
-    if held.is_empty() {
-        let n = consume(data);
-        debug_assert!(n <= data.len(), "consumed {n} of {} bytes", data.len());
-        held.extend_from_slice(data.get(n..).unwrap_or(&[]));
-    } else {
-        // Keep byte order: append behind what is held.
-        held.extend_from_slice(data);
-        let n = consume(held.filled_mut());
-        debug_assert!(n <= held.len(), "consumed {n} of {} held bytes", held.len());
-        held.consume(n);
     }
 }

@@ -1,13 +1,13 @@
 //! MQTT broker semantics, sans-IO: connections, sessions, routing, retained messages, wills,
-//! limits and timeouts. The event loop hands it bytes read from a socket and the current time;
-//! it leaves bytes to write in each connection's output queue and lists which connections to
-//! flush, which to read again and which to close.
+//! limits and timeouts. Each connection's transport hands it MQTT bytes through an `Endpoint`
+//! (with the current time); it leaves MQTT bytes to send in each connection's output queue.
 //!
-//! Event-loop contract, per turn: `handle_input`/`handle_buffered_input` for bytes read (only
-//! while `wants_input`), `resume` for each of `take_resumed`, `handle_timeouts`, then for each
-//! of `take_dirty`: `output`, write, `wrote`; then for each of `take_closed`: a last write, and
-//! `lingers` says whether to keep reading and discarding until `take_finished` or EOF, after
-//! which `release`.
+//! What the event loop gets from it, each a handle the next call takes, so the order is the
+//! types', not a comment's: `endpoint(token)` to read into (only while the connection wants
+//! input); `poll_resume` for paused connections that may go on; `poll_transmit` for each
+//! connection with output, whose `Transmit` goes back with `transmitted` after the write;
+//! `poll_closed` for each closed connection, whose `Closed` says what its transport should send
+//! last and goes back with `release` (at once, or after lingering, via `poll_finished`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -18,13 +18,15 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::auth::security::Security;
-use crate::buffer::Slab;
+use crate::buffer::{OutQueue, Slab};
 use crate::config::Config;
-use crate::connection::{Connection, Phase, Timeouts, Transport};
+use crate::connection::{Connection, Phase, Timeouts};
 use crate::mqtt::{ConnectReturnCode, DecodeError};
 use crate::router::{RetainedStore, Router, Subscriber};
 use crate::session::Session;
-use crate::ws::{self, HandshakeConfig, HandshakeError, WsError};
+use crate::ws::{HandshakeError, WsError};
+
+pub use input::Endpoint;
 
 /// How long a closing connection that owes its peer an answer is kept to deliver it.
 const LINGER: Duration = Duration::from_secs(2);
@@ -38,12 +40,39 @@ const SLOW_PENALTY: Duration = Duration::from_secs(10);
 /// if it is not (yet) a slow consumer: the bound on what a burst can queue.
 const HARD_OUTPUT_FACTOR: usize = 8;
 
-/// Which kind of listener accepted a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    Tcp,
-    /// Index into the broker's WebSocket handshake settings.
-    WebSocket(usize),
+/// A connection with output to send (from `Core::poll_transmit`), until `transmitted`.
+#[derive(Debug)]
+#[must_use = "give it back with Core::transmitted"]
+pub struct Transmit {
+    token: usize,
+}
+
+impl Transmit {
+    pub fn token(&self) -> usize {
+        self.token
+    }
+}
+
+/// A closed connection (from `Core::poll_closed`/`poll_finished`), until `release`.
+#[derive(Debug)]
+#[must_use = "give it back with Core::release"]
+pub struct Closed {
+    token: usize,
+    /// The connection's serial: a handle of a released (and reused) slot does nothing.
+    serial: u64,
+    /// A WebSocket close frame is owed, with this status code (if any).
+    ws_close: Option<Option<u16>>,
+}
+
+impl Closed {
+    pub fn token(&self) -> usize {
+        self.token
+    }
+
+    /// For the transport's `close`: whether (and with which status) to send a WebSocket close.
+    pub fn ws_close(&self) -> Option<Option<u16>> {
+        self.ws_close
+    }
 }
 
 /// MQTT-level protocol violations found by the broker (the codec finds the rest).
@@ -217,7 +246,6 @@ pub struct Core {
     security: Vec<Rc<Security>>,
     /// Some listener has an ACL file: deliveries are checked for read access.
     acl_active: bool,
-    ws_configs: Vec<HandshakeConfig>,
     /// Per listener: `max_connections` and the current count.
     listener_limits: Vec<Option<usize>>,
     listener_counts: Vec<usize>,
@@ -235,9 +263,9 @@ pub struct Core {
     /// Connections with output to flush this turn.
     dirty: Vec<usize>,
     /// Connections closed this turn; the event loop drops (or lingers on) their sockets.
-    closed: Vec<usize>,
+    closed: Vec<Closed>,
     /// Lingering connections whose time is up; the event loop drops their sockets.
-    finished: Vec<usize>,
+    finished: Vec<(usize, u64)>,
     /// Connections whose input may be read again; the event loop calls `resume` for each.
     resumed: Vec<usize>,
     /// (token, serial) of connections without CONNECT yet, oldest first; entries go stale
@@ -292,13 +320,6 @@ impl Core {
                 })
                 .collect(),
             acl_active: false,
-            // Indexed by `ListenerKind::WebSocket`: the WebSocket listeners in config order.
-            ws_configs: config
-                .listeners
-                .iter()
-                .filter(|l| l.protocol == crate::config::Protocol::WebSockets)
-                .map(|l| l.ws.clone())
-                .collect(),
             listener_limits: config.listeners.iter().map(|l| l.max_connections.or(config.max_connections)).collect(),
             listener_counts: vec![0; config.listeners.len()],
             conns: Slab::default(),
@@ -383,7 +404,7 @@ impl Core {
 
     /// A socket was accepted on listener `listener` (index in the configuration): its token,
     /// or `None` when the listener is at `max_connections` (the caller closes the socket).
-    pub fn accept(&mut self, listener: usize, kind: ListenerKind, peer: SocketAddr, now: Instant) -> Option<usize> {
+    pub fn accept(&mut self, listener: usize, peer: SocketAddr, now: Instant) -> Option<usize> {
         self.now = now;
         let count = self.listener_counts.get(listener).copied().unwrap_or(0);
         if let Some(Some(max)) = self.listener_limits.get(listener) {
@@ -398,14 +419,10 @@ impl Core {
         if self.pending_count >= self.limits.max_pending {
             self.evict_oldest_pending();
         }
-        let transport = match kind {
-            ListenerKind::Tcp => Transport::Tcp,
-            ListenerKind::WebSocket(ws) => Transport::WsHandshake { listener: ws },
-        };
         self.next_serial += 1;
         let serial = self.next_serial;
         let listener_index = u16::try_from(listener).unwrap_or(u16::MAX);
-        let token = self.conns.insert(Connection::new(serial, listener_index, peer, transport, now));
+        let token = self.conns.insert(Connection::new(serial, listener_index, peer, now));
         if let Some(c) = self.listener_counts.get_mut(listener) {
             *c += 1;
         }
@@ -440,63 +457,67 @@ impl Core {
         }
     }
 
-    /// Connections to flush now: for each, `output`, write, `wrote`.
-    pub fn take_dirty(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.dirty)
-    }
-
-    /// Give back the (emptied) list from `take_dirty`, to reuse its allocation.
-    pub fn return_dirty(&mut self, mut list: Vec<usize>) {
-        list.clear();
-        if self.dirty.is_empty() {
-            self.dirty = list;
+    /// The next connection with output to send: write its `output`, then give the handle back
+    /// with `transmitted`. Connections marked while flushing (wills of ones that failed) come
+    /// in the same pass. O(1).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let token = self.dirty.pop()?;
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.dirty = false;
         }
+        Some(Transmit { token })
     }
 
-    /// Connections closed since the last call; the caller writes what it can, then either
-    /// lingers (`lingers`) or drops the socket and calls `release`.
-    pub fn take_closed(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.closed)
+    /// `written` bytes of the transmitted connection's output went out (see `flow::wrote`).
+    pub fn transmitted(&mut self, transmit: Transmit, written: usize, now: Instant) {
+        self.wrote(transmit.token, written, now);
     }
 
-    /// Lingering connections whose time ran out: drop the socket and `release`.
-    pub fn take_finished(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.finished)
+    /// The next connection closed since the last call: its transport sends `Closed::ws_close`
+    /// and what is queued, then the loop either lingers (`lingers`) or drops the socket and
+    /// gives the handle back with `release`.
+    pub fn poll_closed(&mut self) -> Option<Closed> {
+        self.closed.pop()
     }
 
-    /// Whether `take_resumed` has anything (the event loop must not sleep then).
-    pub fn has_resumed(&self) -> bool {
-        !self.resumed.is_empty()
-    }
-
-    /// Connections that may be read again: call `resume` for each, then read the socket.
-    pub fn take_resumed(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.resumed)
+    /// The next lingering connection whose time ran out (or whose peer finished): drop the
+    /// socket and `release` it.
+    pub fn poll_finished(&mut self) -> Option<Closed> {
+        let (token, serial) = self.finished.pop()?;
+        Some(Closed { token, serial, ws_close: None })
     }
 
     /// Whether a closed connection should be kept to deliver its last answer (see `LINGER`).
-    pub fn lingers(&self, token: usize) -> bool {
+    pub fn lingers(&self, closed: &Closed) -> bool {
+        self.is_lingering(closed.token)
+    }
+
+    /// Whether `token` is closed and lingering.
+    pub fn is_lingering(&self, token: usize) -> bool {
         self.conns.get(token).is_some_and(|c| c.closing && c.linger_until.is_some())
     }
 
+    /// Whether `token` is closing (or gone): its socket is only read to discard.
     pub fn is_closing(&self, token: usize) -> bool {
         self.conns.get(token).is_none_or(|c| c.closing)
     }
 
-    pub fn release(&mut self, token: usize) {
-        let Some(conn) = self.conns.remove(token) else { return };
-        debug_assert!(conn.closing, "released a connection that was not closed");
-        if let Some(c) = self.listener_counts.get_mut(usize::from(conn.listener)) {
+    /// The socket of a closed connection is gone: forget the connection. Handles of a token
+    /// already released (a lingering one finished twice) do nothing.
+    pub fn release(&mut self, closed: Closed) {
+        let Some(conn) = self.conns.get(closed.token).filter(|c| c.closing && c.serial == closed.serial) else {
+            return;
+        };
+        let listener = usize::from(conn.listener);
+        self.conns.remove(closed.token);
+        if let Some(c) = self.listener_counts.get_mut(listener) {
             *c = c.saturating_sub(1);
         }
     }
 
-    /// The connection's wire output, framed and ready to write.
-    pub fn output(&mut self, token: usize) -> Option<&mut crate::buffer::OutQueue> {
-        let conn = self.conns.get_mut(token)?;
-        conn.dirty = false;
-        conn.prepare_flush();
-        Some(&mut conn.out)
+    /// The connection's queued output (MQTT bytes, framed by its transport at the write).
+    pub fn output(&mut self, token: usize) -> Option<&mut OutQueue> {
+        self.conns.get_mut(token).map(|c| &mut c.out)
     }
 
     pub fn mark_dirty(&mut self, token: usize) {
@@ -570,7 +591,7 @@ impl Core {
         let Some(conn) = self.conns.get(token) else { return };
         if conn.closing {
             if conn.linger_until.is_some_and(|at| at <= now) {
-                self.finished.push(token);
+                self.finished.push((token, conn.serial));
             }
             return;
         }
@@ -632,7 +653,7 @@ impl Core {
         };
         match self.conns.get(token) {
             // A lingering connection's peer is done: drop it now.
-            Some(c) if c.closing => self.finished.push(token),
+            Some(c) if c.closing => self.finished.push((token, c.serial)),
             Some(_) => self.close(token, reason),
             None => {}
         }
@@ -640,10 +661,10 @@ impl Core {
 
     /// Close every connection (the broker is stopping); lingering ones are finished at once.
     pub fn shutdown(&mut self) {
-        let tokens: Vec<(usize, bool)> = self.conns.iter().map(|(t, c)| (t, c.closing)).collect();
-        for (token, lingering) in tokens {
+        let tokens: Vec<(usize, u64, bool)> = self.conns.iter().map(|(t, c)| (t, c.serial, c.closing)).collect();
+        for (token, serial, lingering) in tokens {
             if lingering {
-                self.finished.push(token);
+                self.finished.push((token, serial));
             } else {
                 self.close(token, CloseReason::Shutdown);
             }
@@ -685,19 +706,11 @@ impl Core {
         }
         let will = conn.will.take();
         let phase = conn.phase;
-        if conn.is_websocket() && !matches!(conn.transport, Transport::WsHandshake { .. }) {
-            if let Some(code) = reason.ws_close_code() {
-                conn.prepare_flush();
-                ws::frame::encode_close(code, conn.out.tail());
-            }
-        }
-        if reason.lingers() && !conn.out.is_empty() {
+        let serial = conn.serial;
+        let ws_close = if conn.websocket { reason.ws_close_code() } else { None };
+        // The transport adds the close frame, so it counts as an answer owed.
+        if reason.lingers() && (!conn.out.is_empty() || ws_close.is_some()) {
             conn.linger_until = Some(now + LINGER);
-        }
-        // Input is never read again: release what was held for it.
-        conn.raw_in = Default::default();
-        if let Transport::Ws(ws) = &mut conn.transport {
-            ws.mqtt_in = Default::default();
         }
         let waiting_on = conn.waiting_on.take();
         let waiters = conn.congestion.as_mut().map(|c| std::mem::take(&mut c.waiters)).unwrap_or_default();
@@ -728,7 +741,7 @@ impl Core {
             }
             self.route(&will);
         }
-        self.closed.push(token);
+        self.closed.push(Closed { token, serial, ws_close });
         self.rearm(token);
     }
 }

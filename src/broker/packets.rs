@@ -32,7 +32,7 @@ impl Core {
     pub(super) fn send(&mut self, token: usize, packet: &Packet<'_>) {
         let Some(conn) = self.conns.get_mut(token) else { return };
         let level = conn.level;
-        let out = conn.mqtt_out();
+        let out = &mut conn.out;
         encode_packet(packet, level, out.tail());
         self.mark_dirty(token);
         self.after_output(token);
@@ -290,7 +290,7 @@ impl Core {
                 }
                 _ => {
                     let level = conn.level;
-                    encode_packet(&Packet::Pubrel { packet_id: f.packet_id }, level, conn.mqtt_out().tail());
+                    encode_packet(&Packet::Pubrel { packet_id: f.packet_id }, level, conn.out.tail());
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Protocol scenarios against the sans-IO core: an in-memory client/broker pair, no sockets.
 //! Test-only: included under #[cfg(test)] by the parent module.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -10,11 +11,19 @@ use crate::mqtt::{
     Unsubscribe, Will,
 };
 use crate::session::Session;
+use crate::transport::Transport;
 
+/// The core with a transport per connection and, in front of it, what the "socket" received
+/// and the transport has not read yet (as the kernel would keep it).
 pub(super) struct Harness {
     pub core: Core,
     pub now: Instant,
+    transports: HashMap<usize, Transport>,
+    unread: HashMap<usize, Vec<u8>>,
 }
+
+/// The event loop's read size, smaller here so pauses leave a partial read behind.
+const SCRATCH: usize = 64 * 1024;
 
 pub(super) const MAX: usize = 1 << 20;
 
@@ -27,17 +36,66 @@ impl Harness {
     pub fn with(tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config { max_inflight: 2, max_queued: 3, ..Config::default() };
         tweak(&mut config);
-        Harness { core: Core::new(&config), now: Instant::now() }
+        Harness { core: Core::new(&config), now: Instant::now(), transports: HashMap::new(), unread: HashMap::new() }
     }
 
     pub fn open(&mut self) -> usize {
-        self.core.accept(0, ListenerKind::Tcp, "127.0.0.1:1".parse().unwrap(), self.now).unwrap()
+        let token = self.core.accept(0, "127.0.0.1:1".parse().unwrap(), self.now).unwrap();
+        self.transports.insert(token, Transport::mqtt());
+        self.unread.remove(&token);
+        token
     }
 
     pub fn send(&mut self, token: usize, packet: &Packet<'_>) {
         let mut bytes = Vec::new();
         encode_packet(packet, ProtocolLevel::V311, &mut bytes);
-        self.core.handle_input(token, &mut bytes, self.now);
+        self.input(token, &bytes, self.now);
+    }
+
+    /// Bytes arrive on `token`'s socket at `at`: read as the event loop would, while the core
+    /// takes input.
+    pub fn input(&mut self, token: usize, bytes: &[u8], at: Instant) {
+        self.unread.entry(token).or_default().extend_from_slice(bytes);
+        self.pump(token, at);
+    }
+
+    fn pump(&mut self, token: usize, at: Instant) {
+        let mut scratch = vec![0; SCRATCH];
+        let transport = self.transports.entry(token).or_insert_with(Transport::mqtt);
+        let unread = self.unread.entry(token).or_default();
+        while !unread.is_empty() {
+            let Some(mut endpoint) = self.core.endpoint(token, at) else { break };
+            let mut src: &[u8] = unread;
+            transport.read_from(&mut src, &mut scratch, &mut endpoint).unwrap();
+            let read = unread.len() - src.len();
+            unread.drain(..read);
+        }
+    }
+
+    /// Run `poll_resume` as the event loop does; returns the tokens that went on.
+    pub fn resume_all(&mut self) -> Vec<usize> {
+        let mut tokens = Vec::new();
+        while let Some(mut endpoint) = self.core.poll_resume(self.now) {
+            let token = endpoint.token();
+            self.transports.entry(token).or_insert_with(Transport::mqtt).resume(&mut endpoint);
+            tokens.push(token);
+        }
+        for &token in &tokens {
+            self.pump(token, self.now);
+        }
+        tokens
+    }
+
+    /// (Input held by the transport and the socket, output queued) of `token`.
+    pub fn buffered(&self, token: usize) -> (usize, usize) {
+        let held = self.transports.get(&token).map_or(0, Transport::held_input);
+        let unread = self.unread.get(&token).map_or(0, Vec::len);
+        (held + unread, self.core.buffered_output(token).unwrap_or(0))
+    }
+
+    /// Input the transport holds (a partial packet, what a pause left of one read).
+    pub fn held(&self, token: usize) -> usize {
+        self.transports.get(&token).map_or(0, Transport::held_input)
     }
 
     pub fn connect(&mut self, id: &str, clean: bool) -> (usize, Vec<Vec<u8>>) {
@@ -59,13 +117,19 @@ impl Harness {
     /// Raw packets written to `token` since the last call.
     pub fn received(&mut self, token: usize) -> Vec<Vec<u8>> {
         let mut wire = Vec::new();
-        if let Some(out) = self.core.output(token) {
-            out.write_to(&mut wire).unwrap();
+        if let (Some(out), Some(transport)) = (self.core.output(token), self.transports.get_mut(&token)) {
+            transport.write_to(out, &mut wire).unwrap();
         }
         self.core.wrote(token, wire.len(), self.now);
-        self.core.take_dirty();
+        while let Some(transmit) = self.core.poll_transmit() {
+            // Not written: only `token`'s socket reads.
+            drop(transmit);
+        }
         if let Err(e) = self.core.check_invariants() {
             panic!("broken invariant: {e}");
+        }
+        if let Some(held) = self.transports.get(&token).map(Transport::held_input) {
+            assert!(held <= self.core.input_bound(), "transport holds {held} bytes of input");
         }
         let mut packets = Vec::new();
         let mut pos = 0;
@@ -135,8 +199,8 @@ fn mqtt_3_1_2_2_level_5_gets_connack_1_then_close() {
     let mut h = Harness::new();
     let t = h.open();
     // CONNECT, protocol MQTT level 5, properties length 0.
-    let mut bytes = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0];
-    h.core.handle_input(t, &mut bytes, h.now);
+    let bytes = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0];
+    h.input(t, &bytes, h.now);
     let out = h.received(t);
     assert_eq!(
         decode(&out[0]),
@@ -165,7 +229,7 @@ fn malformed_bytes_close_only_that_connection() {
     let (good, _) = h.connect("good", true);
     h.subscribe(good, "t", QoS::AtMostOnce);
     let (bad, _) = h.connect("bad", true);
-    h.core.handle_input(bad, &mut [0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], h.now);
+    h.input(bad, &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], h.now);
     assert!(h.is_closed(bad));
     let (pubr, _) = h.connect("pub", true);
     h.publish(pubr, "t", b"still here", QoS::AtMostOnce, 0, false);
@@ -398,10 +462,10 @@ fn packet_split_across_reads_is_reassembled() {
         encode_packet(&Packet::Publish(publish), ProtocolLevel::V311, &mut bytes);
     }
     for chunk in bytes.chunks(7) {
-        h.core.handle_input(p, &mut chunk.to_vec(), h.now);
+        h.input(p, chunk, h.now);
     }
     assert_eq!(h.received(s).len(), 3);
-    assert!(h.core.conns.get(p).unwrap().raw_in.is_empty(), "drained buffer is given back");
+    assert_eq!(h.held(p), 0, "drained buffer is given back");
 }
 
 #[test]
@@ -427,7 +491,7 @@ fn one_live_timer_per_connection() {
     let (_t, _) = h.connect("k", true); // keep alive 10 s -> deadline 15 s, later than connect timeout
     assert_eq!(h.core.timers.len(), 1);
     for secs in [11, 16, 30, 60] {
-        h.core.handle_input(_t, &mut [0xC0, 0x00], h.now + Duration::from_secs(secs - 1)); // PINGREQ
+        h.input(_t, &[0xC0, 0x00], h.now + Duration::from_secs(secs - 1)); // PINGREQ
         h.core.handle_timeouts(h.now + Duration::from_secs(secs));
         assert_eq!(h.core.timers.len(), 1, "after {secs} s");
     }
