@@ -428,6 +428,9 @@ pub(crate) fn scenario_conns(a: &Args) {
     o.print();
 }
 
+/// What the flood measured: seconds, messages published, messages received, and the CPU meter.
+type FloodResult = (f64, u64, u64, (f64, Option<f64>));
+
 /// Open-loop fan-in flood: N publishers (distinct topics) write QoS 0 PUBLISHes as fast as
 /// the broker's sockets accept them, with no window: their socket buffers stay full and TCP
 /// flow control is the only brake. One wildcard subscriber reads as fast as it can. A broker
@@ -473,7 +476,7 @@ pub(crate) fn scenario_flood(a: &Args) {
     let quiet = Duration::from_millis(500);
     let mut meter: Option<CpuMeter> = None;
     let (mut pub_meas, mut recv_meas) = (0u64, 0u64);
-    let mut result: Option<(f64, u64, u64, (f64, Option<f64>))> = None;
+    let mut result: Option<FloodResult> = None;
     let mut last_recv = 0u64;
     let mut last_progress = Instant::now();
     let mut rss_max = 0u64;
