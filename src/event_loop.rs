@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::broker::{CloseReason, Core};
 use crate::config::{Config, Protocol};
-use crate::tls::TlsLayer;
+use crate::transport::tls::TlsLayer;
 use crate::transport::{Received, Transport};
 use crate::ws::HandshakeConfig;
 

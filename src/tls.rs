@@ -1,29 +1,23 @@
-//! TLS under MQTT and WebSocket (mosquitto's `certfile`/`keyfile`/`cafile`... on a listener),
-//! sans-IO: a `TlsLayer` wraps rustls' `ServerConnection`, which takes ciphertext and gives
-//! plaintext and the other way round, and never touches a socket or the clock. The event loop
-//! moves ciphertext between the socket and this layer; the plaintext goes to and comes from the
-//! broker core exactly as a plain socket's bytes do, so every layer above (HTTP upgrade,
-//! WebSocket frames, MQTT) is the same code on `mqtts` and `wss`.
+//! TLS settings under MQTT and WebSocket (mosquitto's `certfile`/`keyfile`/`cafile`... on a
+//! listener): the rustls `ServerConfig` a listener's connections share, and the client
+//! certificate's CN for `use_identity_as_username`. The per-connection layer, sans-IO like the
+//! rest of the stack, is `transport::tls`; every layer above it (HTTP upgrade, WebSocket
+//! frames, MQTT) is the same code on `mqtts` and `wss`.
 //!
 //! rustls with the `ring` provider: no C toolchain beyond what `ring` builds with, and no
 //! OpenSSL on the gateway. TLS 1.2 and 1.3 (rustls has nothing older: `tls_version tlsv1.1`
 //! is accepted as "1.2 and up" with a warning).
 
 use std::fmt;
-use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::{TlsSettings, TlsVersion};
-
-/// Unsent plaintext and ciphertext a TLS connection may buffer inside rustls. Beyond it the
-/// broker's own output queue keeps the bytes, where the watermarks and `memory_limit` see them.
-const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 
 /// Why a listener's TLS settings cannot be used (the broker does not start).
 #[derive(Debug)]
@@ -153,147 +147,6 @@ fn client_roots(settings: &TlsSettings) -> Result<Option<RootCertStore>, TlsSetu
         return Err(TlsSetupError::Empty { path: "cafile/capath".into(), what: "CA certificate" });
     }
     Ok(Some(roots))
-}
-
-/// A TLS failure on one connection: the alert rustls queued is sent, then the socket closed.
-#[derive(Debug)]
-pub struct TlsError(rustls::Error);
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            // The usual cause: a plain MQTT or HTTP client on a TLS port.
-            rustls::Error::InvalidMessage(m) => write!(f, "not a TLS client ({m:?})"),
-            e => write!(f, "{e}"),
-        }
-    }
-}
-
-/// What `TlsLayer::read_plaintext` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plaintext {
-    /// This many bytes were copied out.
-    Bytes(usize),
-    /// Nothing decrypted is waiting: read more ciphertext.
-    Empty,
-    /// The peer sent close_notify: the plaintext stream has ended.
-    Closed,
-}
-
-/// One connection's TLS state. Boxed by its owner: a plain connection pays nothing for it.
-pub struct TlsLayer {
-    conn: ServerConnection,
-    /// The handshake's outcome (the client certificate's CN) was handed on.
-    identity_taken: bool,
-}
-
-impl TlsLayer {
-    pub fn new(config: &Arc<ServerConfig>) -> Result<TlsLayer, TlsError> {
-        let mut conn = ServerConnection::new(Arc::clone(config)).map_err(TlsError)?;
-        conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-        Ok(TlsLayer { conn, identity_taken: false })
-    }
-
-    /// Read ciphertext from `source` (one read) and decrypt what completes a record. `Ok(0)`:
-    /// EOF. Call only after `read_plaintext` said `Empty`: rustls refuses to buffer much
-    /// plaintext. O(bytes read).
-    pub fn read_tls(&mut self, source: &mut dyn Read) -> io::Result<Result<usize, TlsError>> {
-        let n = self.conn.read_tls(source)?;
-        Ok(self.conn.process_new_packets().map(|_| n).map_err(TlsError))
-    }
-
-    /// Copy decrypted bytes into `buf`. O(bytes copied).
-    pub fn read_plaintext(&mut self, buf: &mut [u8]) -> Plaintext {
-        match self.conn.reader().read(buf) {
-            Ok(0) => Plaintext::Closed,
-            Ok(n) => Plaintext::Bytes(n),
-            // WouldBlock: nothing yet; UnexpectedEof is only reported after our EOF handling.
-            Err(_) => Plaintext::Empty,
-        }
-    }
-
-    /// Whether ciphertext (handshake messages, records, alerts) waits to be written.
-    pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
-    }
-
-    /// Write queued ciphertext to `sink` until it is drained or would block. Returns whether
-    /// it drained. O(bytes written).
-    pub fn write_tls(&mut self, sink: &mut dyn Write) -> io::Result<bool> {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(sink) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
-
-    /// Where plaintext output goes to be encrypted: writes are accepted up to the buffer limit
-    /// and then report `WouldBlock`, like a full socket. Encrypting costs O(bytes).
-    pub fn plaintext_sink(&mut self) -> PlaintextSink<'_> {
-        PlaintextSink { conn: &mut self.conn }
-    }
-
-    /// Queue close_notify (sent with the next `write_tls`), so the peer sees a clean end.
-    pub fn send_close_notify(&mut self) {
-        self.conn.send_close_notify();
-    }
-
-    pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
-    }
-
-    /// Once, when the handshake is done: the verified client certificate's CN, if any (for
-    /// `use_identity_as_username`). O(certificate size) that once, O(1) after.
-    pub fn take_identity(&mut self) -> Option<Option<String>> {
-        if self.identity_taken || self.conn.is_handshaking() {
-            return None;
-        }
-        self.identity_taken = true;
-        Some(self.peer_common_name())
-    }
-
-    /// The common name (CN) of the verified client certificate's subject, for
-    /// `use_identity_as_username`, as mosquitto takes it.
-    pub fn peer_common_name(&self) -> Option<String> {
-        let cert = self.conn.peer_certificates()?.first()?;
-        subject_common_name(cert.as_ref())
-    }
-}
-
-impl fmt::Debug for TlsLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsLayer").field("handshaking", &self.conn.is_handshaking()).finish()
-    }
-}
-
-/// See `TlsLayer::plaintext_sink`.
-pub struct PlaintextSink<'a> {
-    conn: &'a mut ServerConnection,
-}
-
-impl Write for PlaintextSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.conn.writer().write(buf)? {
-            0 if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self.conn.writer().write_vectored(bufs)? {
-            0 if bufs.iter().any(|b| !b.is_empty()) => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The subject CN of a DER certificate, found by walking just enough DER. Certificates reach

@@ -15,14 +15,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::buffer::{InBuf, OutQueue};
-use crate::tls::{Plaintext, TlsLayer};
 use crate::ws::{HandshakeConfig, HandshakeError, WsError};
 
+pub mod tls;
 pub mod websocket;
 
 #[cfg(test)]
 mod tests;
 
+use tls::{TlsEvent, TlsLayer, TlsRead};
 use websocket::{Upgrade, Upgraded, WebSocket};
 
 /// The broker core's side of one connection, as the transport sees it.
@@ -220,7 +221,9 @@ impl Transport {
     }
 }
 
-/// One step of reading under TLS (see `Transport::read_from`).
+/// One step of reading under TLS (see `Transport::read_from`): ciphertext is read and every
+/// record it completes is decrypted and handed up at once, so nothing decrypted waits inside
+/// the TLS layer.
 fn read_tls<R: Read>(
     tls: &mut TlsLayer,
     framing: &mut Framing,
@@ -229,30 +232,20 @@ fn read_tls<R: Read>(
     scratch: &mut [u8],
     upper: &mut dyn Upper,
 ) -> io::Result<Received> {
-    if let Some(identity) = tls.take_identity() {
-        upper.tls_identity(identity);
-    }
-    match tls.read_plaintext(scratch) {
-        Plaintext::Bytes(n) => {
-            if let Some(data) = scratch.get_mut(..n) {
-                deliver(framing, held, data, upper);
-            }
-            return Ok(Received::More(n));
-        }
-        Plaintext::Closed => return Ok(Received::Eof),
-        Plaintext::Empty => {}
-    }
-    let result = tls.read_tls(src)?;
+    let result = tls.read_from(src, scratch, &mut |event| match event {
+        TlsEvent::Handshaken(identity) => upper.tls_identity(identity),
+        TlsEvent::Plaintext(data) => deliver(framing, held, data, upper),
+    })?;
     if tls.wants_write() {
         // Handshake answers and alerts go out with the turn's output.
         upper.queued();
     }
     match result {
-        Ok(0) => Ok(Received::Eof),
-        // Decrypted bytes (if any) are handed up on the next step.
-        Ok(n) => Ok(Received::More(n)),
-        Err(e) => {
-            // rustls queued an alert; it goes out with the closing write.
+        TlsRead::Read { n, filled: false } => Ok(Received::Drained(n)),
+        TlsRead::Read { n, filled: true } => Ok(Received::More(n)),
+        TlsRead::Eof => Ok(Received::Eof),
+        TlsRead::Failed(e) => {
+            // The alert is queued; it goes out with the closing write.
             upper.fail(TransportError::Tls(e.to_string()));
             Ok(Received::Drained(0))
         }
