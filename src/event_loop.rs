@@ -32,6 +32,8 @@ const READ_BUDGET: usize = 1024 * 1024;
 /// not 64: a 64 KB message then arrives whole in most reads instead of always spanning two,
 /// which cost 64 KB fan-in about 20% (measured A/B with `make bench`).
 const READ_CHUNK: usize = 256 * 1024;
+// TLS reads ciphertext into half of the chunk, behind a kept handshake flight.
+const _: () = assert!(READ_CHUNK / 2 > crate::transport::tls::INCOMING_LIMIT);
 /// A lingering socket's peer may send this much more before it is simply closed.
 const LINGER_DISCARD_MAX: usize = 256 * 1024;
 /// Out of file descriptors: try accepting again after this long.
@@ -387,9 +389,9 @@ impl Serving<'_> {
                 Ok((mut socket, peer)) => {
                     if let Some(since) = listener.starved_since.take() {
                         info!(
-                            "Accepting connections again on {} after {:.1} s ({} refused for lack of file descriptors).",
+                            "Accepting connections again on {} after {} ms ({} refused for lack of file descriptors).",
                             listener.addr,
-                            now.saturating_duration_since(since).as_secs_f64(),
+                            now.saturating_duration_since(since).as_millis(),
                             listener.refused
                         );
                         listener.refused = 0;

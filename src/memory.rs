@@ -110,18 +110,22 @@ fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
     kb.checked_mul(1024)
 }
 
-/// Bytes as a short human-readable figure for log lines.
+/// Bytes as a short human-readable figure for log lines, one decimal (integer arithmetic: no
+/// float formatting code in the binary for a log line).
 pub fn human(bytes: usize) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
+    // usize -> u128 is lossless; u128 keeps `* 10` from overflowing.
+    let value = bytes as u128;
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
+    let mut scale: u128 = 1;
+    while value >= scale * 1024 && unit + 1 < UNITS.len() {
+        scale *= 1024;
         unit += 1;
     }
+    let tenths = (value * 10 + scale / 2) / scale;
     match UNITS.get(unit) {
         Some(u) if unit == 0 => format!("{bytes} {u}"),
-        Some(u) => format!("{value:.1} {u}"),
+        Some(u) => format!("{}.{} {u}", tenths / 10, tenths % 10),
         None => format!("{bytes} B"),
     }
 }
@@ -147,5 +151,7 @@ mod tests {
         assert_eq!(parse_meminfo_total("MemTotal:       24683568 kB\nMemFree: 1 kB\n"), Some(24683568 * 1024));
         assert_eq!(human(512), "512 B");
         assert_eq!(human(3 << 20), "3.0 MiB");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(usize::MAX), "17179869184.0 GiB");
     }
 }

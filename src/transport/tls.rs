@@ -25,8 +25,14 @@ use crate::tls::subject_common_name;
 const OUTGOING_LIMIT: usize = 64 * 1024;
 
 /// A handshake flight may span records (a client certificate chain); rustls caps one handshake
-/// message at 64 KB, and one record is at most 16 KB + 2 KB of expansion + its header.
-const INCOMING_LIMIT: usize = 64 * 1024 + 18 * 1024 + 5;
+/// message at 64 KB, and one record is at most 16 KB + 2 KB of expansion + its header. The
+/// loop's read buffer must be more than twice this (half of it takes ciphertext).
+pub(crate) const INCOMING_LIMIT: usize = 64 * 1024 + 18 * 1024 + 5;
+
+/// Ciphertext that input alone may make us queue (handshake flights, alerts, key updates) on
+/// top of a full `OUTGOING_LIMIT` of records: a peer that makes more and never reads it is
+/// failed rather than buffered for.
+const ANSWER_LIMIT: usize = 64 * 1024;
 
 /// Plaintext per record (RFC 8446 5.1), and an upper bound of what encryption adds to one
 /// (header 5, TLS 1.2 explicit nonce 8 or TLS 1.3 content type 1, tag 16).
@@ -189,6 +195,9 @@ impl TlsLayer {
         if plain_len > 0 {
             on(TlsEvent::Plaintext(plain.get_mut(..plain_len).unwrap_or(&mut [])));
         }
+        if self.outgoing.len().saturating_sub(self.sent) > OUTGOING_LIMIT + ANSWER_LIMIT {
+            return Ok(self.fail(rustls::Error::General("peer does not read the TLS answers it asks for".into())));
+        }
         if self.input_done || outcome.is_none() {
             return Ok(TlsRead::Eof);
         }
@@ -314,19 +323,62 @@ impl TlsLayer {
         }
     }
 
-    /// Encrypt the front of `plain` (as much as the limit allows) into `outgoing`.
-    fn encrypt(&mut self, plain: &[u8]) -> io::Result<usize> {
+    /// Encrypt the front of `bufs` (as much as the limit allows) into `outgoing`. A large first
+    /// slice is encrypted where it lies; runs of small ones (packet headers, small payloads) are
+    /// gathered into one record, staged in `outgoing` itself behind the room for their
+    /// ciphertext, so a batch of small packets costs one record and no other buffer. O(bytes).
+    fn encrypt(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let pending = self.outgoing.len().saturating_sub(self.sent);
         let room = OUTGOING_LIMIT.saturating_sub(pending);
         if room == 0 || self.close_queued {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let take = plain.get(..plain.len().min(room)).unwrap_or(&[]);
-        let estimate = take.len() + (take.len() / MAX_FRAGMENT + 1) * RECORD_OVERHEAD;
-        match self
-            .with_write_traffic(|traffic, outgoing| reserve_and(outgoing, estimate, |out| traffic.encrypt(take, out)))
-        {
-            Some(Ok(())) => Ok(take.len()),
+        let mut slices = bufs.iter().map(|b| &b[..]).filter(|b| !b.is_empty());
+        let Some(first) = slices.next() else { return Ok(0) };
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let single = first.len() >= GATHER / 4 || first.len() == total;
+        let take = if single { first.len().min(room) } else { total.min(room).min(GATHER) };
+        let estimate = take + (take / MAX_FRAGMENT + 1) * RECORD_OVERHEAD;
+        let result = self.with_write_traffic(|traffic, outgoing| {
+            if single {
+                let plain = first.get(..take).unwrap_or(&[]);
+                return reserve_and(outgoing, estimate, |out| traffic.encrypt(plain, out));
+            }
+            let len = outgoing.len();
+            outgoing.resize(len + estimate + take, 0);
+            let (head, staged) = outgoing.split_at_mut(len + estimate);
+            let mut at = 0;
+            for slice in std::iter::once(first).chain(slices) {
+                let n = slice.len().min(take - at);
+                if let (Some(dst), Some(src)) = (staged.get_mut(at..at + n), slice.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                at += n;
+                if at == take {
+                    break;
+                }
+            }
+            let encrypted = traffic.encrypt(staged, head.get_mut(len..).unwrap_or(&mut []));
+            match encrypted {
+                Ok(n) => {
+                    outgoing.truncate(len + n);
+                    Ok(())
+                }
+                // `estimate` bounds one record's expansion; should rustls want more, do it the
+                // slow way.
+                Err(EncryptError::InsufficientSize(_)) => {
+                    let plain = outgoing.split_off(len + estimate);
+                    outgoing.truncate(len);
+                    reserve_and(outgoing, estimate, |out| traffic.encrypt(&plain, out))
+                }
+                Err(e) => {
+                    outgoing.truncate(len);
+                    Err(e)
+                }
+            }
+        });
+        match result {
+            Some(Ok(())) => Ok(take),
             Some(Err(e)) => Err(io::Error::other(e.to_string())),
             None => Err(io::ErrorKind::WouldBlock.into()),
         }
@@ -406,29 +458,11 @@ pub struct PlaintextSink<'a> {
 
 impl Write for PlaintextSink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        self.layer.encrypt(buf)
+        self.layer.encrypt(&[IoSlice::new(buf)])
     }
 
-    /// Large slices are encrypted where they lie; runs of small ones (packet headers, small
-    /// payloads) are gathered into one record first. O(bytes).
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut slices = bufs.iter().map(|b| &b[..]).filter(|b| !b.is_empty());
-        let Some(first) = slices.next() else { return Ok(0) };
-        if first.len() >= GATHER / 4 {
-            return self.layer.encrypt(first);
-        }
-        let mut gathered = Vec::with_capacity(GATHER);
-        for slice in std::iter::once(first).chain(slices) {
-            let take = slice.len().min(GATHER - gathered.len());
-            gathered.extend_from_slice(slice.get(..take).unwrap_or(&[]));
-            if gathered.len() == GATHER {
-                break;
-            }
-        }
-        self.layer.encrypt(&gathered)
+        self.layer.encrypt(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
