@@ -60,6 +60,8 @@ pub struct TlsSettings {
     pub cafile: Option<PathBuf>,
     /// A directory of CA certificates (PEM files), as `cafile`.
     pub capath: Option<PathBuf>,
+    /// Certificate revocation lists (PEM): a client certificate they revoke is refused.
+    pub crlfile: Option<PathBuf>,
     /// Clients must present a certificate signed by `cafile`/`capath`.
     pub require_certificate: bool,
     /// The client certificate's subject CN is the username (no password needed).
@@ -481,6 +483,7 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
             | "keyfile"
             | "cafile"
             | "capath"
+            | "crlfile"
             | "require_certificate"
             | "use_identity_as_username"
             | "tls_version"
@@ -496,6 +499,7 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                     "keyfile" => tls.keyfile = Some(PathBuf::from(v)),
                     "cafile" => tls.cafile = Some(PathBuf::from(v)),
                     "capath" => tls.capath = Some(PathBuf::from(v)),
+                    "crlfile" => tls.crlfile = Some(PathBuf::from(v)),
                     "require_certificate" => tls.require_certificate = parse_bool(v).map_err(&invalid)?,
                     "use_identity_as_username" => tls.use_identity_as_username = parse_bool(v).map_err(&invalid)?,
                     "tls_version" => {

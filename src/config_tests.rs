@@ -135,7 +135,7 @@ fn tls_options_apply_to_their_listener() {
         "port 8883\ncertfile /a.crt\nkeyfile /a.key\n\
          listener 1883\n\
          listener 8084\nprotocol websockets\ncertfile /b.crt\nkeyfile /b.key\ncafile /ca.crt\n\
-         require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\nciphers HIGH\n",
+         crlfile /ca.crl\nrequire_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\nciphers HIGH\n",
     )
     .unwrap();
     assert_eq!(c.listeners.len(), 3);
@@ -145,6 +145,7 @@ fn tls_options_apply_to_their_listener() {
     assert!(!plain.enabled());
     assert!(wss.enabled() && wss.require_certificate && wss.use_identity_as_username);
     assert_eq!(wss.cafile.as_deref(), Some(std::path::Path::new("/ca.crt")));
+    assert_eq!(wss.crlfile.as_deref(), Some(std::path::Path::new("/ca.crl")));
     assert_eq!(wss.min_version, crate::config::TlsVersion::V1_3);
     assert!(warnings.iter().any(|w| w.contains("ciphers")), "{warnings:?}");
     assert!(parse("listener 1\ntls_version sslv3\n").is_err());

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
@@ -35,6 +35,8 @@ pub enum TlsSetupError {
     },
     /// `require_certificate true` without `cafile`/`capath`.
     NoClientCa,
+    /// `crlfile` without `cafile`/`capath`: there are no client certificates to check.
+    CrlWithoutCa,
     Rustls(rustls::Error),
     Verifier(String),
 }
@@ -48,6 +50,9 @@ impl fmt::Display for TlsSetupError {
             TlsSetupError::NoClientCa => {
                 write!(f, "require_certificate needs cafile or capath to verify client certificates")
             }
+            TlsSetupError::CrlWithoutCa => {
+                write!(f, "crlfile needs cafile or capath (it applies to client certificates)")
+            }
             TlsSetupError::Rustls(e) => write!(f, "TLS setup: {e}"),
             TlsSetupError::Verifier(e) => write!(f, "client certificate verification setup: {e}"),
         }
@@ -59,7 +64,8 @@ impl std::error::Error for TlsSetupError {}
 /// Build a listener's TLS configuration from mosquitto's options: the certificate chain and key
 /// (PEM; RSA, ECDSA or Ed25519; PKCS#1, SEC1 or PKCS#8), client certificates verified against
 /// `cafile` and every PEM file in `capath` when either is set (required with
-/// `require_certificate true`, else optional), and the minimum `tls_version`.
+/// `require_certificate true`, else optional) and against `crlfile`'s revocation lists, and
+/// the minimum `tls_version`.
 pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let (Some(certfile), Some(keyfile)) = (&settings.certfile, &settings.keyfile) else {
         return Err(TlsSetupError::MissingKeyOrCert);
@@ -77,9 +83,15 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsSet
     let roots = client_roots(settings)?;
     let builder = match roots {
         None if settings.require_certificate => return Err(TlsSetupError::NoClientCa),
+        None if settings.crlfile.is_some() => return Err(TlsSetupError::CrlWithoutCa),
         None => builder.with_no_client_auth(),
         Some(roots) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(crlfile) = &settings.crlfile {
+                // As OpenSSL's X509_V_FLAG_CRL_CHECK, which mosquitto sets: the client's own
+                // certificate is checked, and one whose issuer has no CRL here is refused.
+                verifier = verifier.with_crls(load_crls(crlfile)?).only_check_end_entity_revocation();
+            }
             let verifier = if settings.require_certificate { verifier } else { verifier.allow_unauthenticated() };
             let verifier = verifier.build().map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
@@ -105,6 +117,17 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError
         return Err(TlsSetupError::Empty { path: path.display().to_string(), what: "certificate" });
     }
     Ok(certs)
+}
+
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| read_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(path, e))?;
+    if crls.is_empty() {
+        return Err(TlsSetupError::Empty { path: path.display().to_string(), what: "certificate revocation list" });
+    }
+    Ok(crls)
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {

@@ -317,6 +317,32 @@ fn require_certificate_accepts_only_clients_signed_by_cafile() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "CONNACK 0", "{}", text(&out));
 }
 
+/// `crlfile` as mosquitto has it: a client certificate the CA revoked is refused; the others
+/// signed by the CA still connect.
+#[test]
+fn crlfile_refuses_revoked_client_certificates() {
+    let pki = make_pki();
+    let mut l = ListenerConfig::mqtt(lo());
+    l.tls = TlsSettings {
+        cafile: Some(pki.file("ca.crt")),
+        crlfile: Some(pki.file("ca.crl")),
+        require_certificate: true,
+        ..tls(&pki, "server.crt", "server.key")
+    };
+    let b = Broker::start(vec![l], |_| {});
+    let port = b.port(0);
+    let ca = pki.file("ca.crt");
+    let base = ["-h", "127.0.0.1", "-p", &port, "--cafile", path(&ca), "-t", "c", "-m", "x"];
+    let with = |cert: &str, key: &str| {
+        let (cert, key) = (pki.file(cert), pki.file(key));
+        run("mosquitto_pub", &[&base[..], &["--cert", path(&cert), "--key", path(&key)]].concat())
+    };
+    let out = with("client.crt", "client.key");
+    assert!(out.status.success(), "a certificate the CRL does not list was refused: {}", text(&out));
+    let out = with("revoked.crt", "revoked.key");
+    assert!(!out.status.success(), "connected with a revoked certificate: {}", text(&out));
+}
+
 /// Broken TLS settings stop the broker at start with a message naming the problem.
 #[test]
 fn bad_tls_files_are_a_clear_startup_error() {
@@ -333,6 +359,19 @@ fn bad_tls_files_are_a_clear_startup_error() {
     l.tls = TlsSettings { require_certificate: true, ..tls(&pki, "server.crt", "server.key") };
     let err = midge::Broker::new(Config { listeners: vec![l], ..Config::default() }).err().expect("must fail");
     assert!(err.to_string().contains("cafile"), "{err}");
+    // A crlfile that holds no CRL (a certificate), and one without a CA to apply it to.
+    let mut l = ListenerConfig::mqtt(lo());
+    l.tls = TlsSettings {
+        cafile: Some(pki.file("ca.crt")),
+        crlfile: Some(pki.file("ca.crt")),
+        ..tls(&pki, "server.crt", "server.key")
+    };
+    let err = midge::Broker::new(Config { listeners: vec![l], ..Config::default() }).err().expect("must fail");
+    assert!(err.to_string().contains("revocation list"), "{err}");
+    let mut l = ListenerConfig::mqtt(lo());
+    l.tls = TlsSettings { crlfile: Some(pki.file("ca.crl")), ..tls(&pki, "server.crt", "server.key") };
+    let err = midge::Broker::new(Config { listeners: vec![l], ..Config::default() }).err().expect("must fail");
+    assert!(err.to_string().contains("crlfile needs cafile"), "{err}");
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@
 #                       inter appended (a chain, as users get from their CA); PKCS#1 key
 # DIR/client.crt/.key   client certificate CN=alice (signed by ca), for require_certificate
 # DIR/rogue-ca.crt, DIR/rogue.crt/.key  a client certificate CN=mallory from an untrusted CA
+# DIR/revoked.crt/.key  client certificate CN=eve (signed by ca), revoked in DIR/ca.crl
+# DIR/ca.crl            ca's CRL (PEM) revoking revoked.crt, for crlfile
 # DIR/server.spki       base64 SHA-256 of server.crt's public key (Chromium's
 #                       --ignore-certificate-errors-spki-list trusts it)
 set -euo pipefail
@@ -59,6 +61,28 @@ openssl req -new -key rogue.key -out rogue.csr -subj /CN=mallory
 ext basicConstraints=CA:FALSE keyUsage=digitalSignature extendedKeyUsage=clientAuth
 openssl x509 -req -in rogue.csr -CA rogue-ca.crt -CAkey rogue-ca.key -CAcreateserial -out rogue.crt \
     -days $days -extfile ext.cnf 2>/dev/null
+
+ec revoked.key
+openssl req -new -key revoked.key -out revoked.csr -subj /CN=eve
+ext basicConstraints=CA:FALSE keyUsage=digitalSignature extendedKeyUsage=clientAuth
+openssl x509 -req -in revoked.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out revoked.crt -days $days \
+    -extfile ext.cnf 2>/dev/null
+# A CRL needs `openssl ca` and its database: a minimal one, removed afterwards.
+mkdir -p crl-db && : > crl-db/index.txt && echo 01 > crl-db/crlnumber
+cat > crl-db/ca.cnf <<CNF
+[ca]
+default_ca = test_ca
+[test_ca]
+database = crl-db/index.txt
+crlnumber = crl-db/crlnumber
+certificate = ca.crt
+private_key = ca.key
+default_md = sha256
+default_crl_days = $days
+CNF
+openssl ca -config crl-db/ca.cnf -revoke revoked.crt 2>/dev/null
+openssl ca -config crl-db/ca.cnf -gencrl -out ca.crl 2>/dev/null
+rm -rf crl-db
 
 openssl x509 -in server.crt -pubkey -noout | openssl pkey -pubin -outform der \
     | openssl dgst -sha256 -binary | base64 > server.spki
