@@ -157,6 +157,9 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Started without a configuration file or `-b`: listening on loopback only (said at start).
     pub local_only: bool,
+    /// What the configuration file says that midge ignores (file:line and why). Logged by
+    /// `main` once the logger is up: parsing runs before it, and a warning logged then is lost.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -189,6 +192,7 @@ impl Default for Config {
             persistent_client_expiration: None,
             max_pending_connections: 1024,
             max_connections: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -222,10 +226,8 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.to_path_buf(), error: e.to_string() })?;
-        let (config, warnings) = parse_mosquitto_conf(&text, path)?;
-        for w in warnings {
-            log::warn!("{w}");
-        }
+        let (mut config, warnings) = parse_mosquitto_conf(&text, path)?;
+        config.warnings = warnings;
         Ok(config)
     }
 }
@@ -296,6 +298,13 @@ const LATER_OPTIONS: &[&str] = &[
     "auth_plugin",
     "websockets_headers_size",
     "allow_duplicate_messages",
+    // TLS options rustls or midge does not have (TLS-PSK suites, DH parameters, OCSP stapling,
+    // the whole subject DN as user name).
+    "psk_hint",
+    "psk_file",
+    "dhparamfile",
+    "ocsp_data",
+    "use_subject_as_username",
 ];
 
 /// Parse mosquitto.conf syntax. Returns the config and one warning per ignored line.

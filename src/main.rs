@@ -40,6 +40,9 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     log::info!("midge {} starting", env!("CARGO_PKG_VERSION"));
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     let mut broker = match midge::Broker::new(*config) {
         Ok(b) => b,
         Err(e) => {
