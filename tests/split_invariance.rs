@@ -8,8 +8,8 @@
 //! the fuzz targets in fuzz/ explore the same properties open-endedly.
 
 use midge::mqtt::{
-    decode_packet, encode_packet, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel, Publish, QoS,
-    Subscribe, Unsubscribe, Will,
+    decode_packet, encode_packet, Ack, Connack, Connect, ConnectReturnCode, DecodeError, Disconnect, Packet,
+    ProtocolLevel, Publish, QoS, ReasonCode, Suback, Subscribe, Unsuback, Unsubscribe, Will,
 };
 use midge::ws::{FrameDecoder, WsControl, WsError, WsEvent};
 
@@ -120,11 +120,13 @@ fn random_packet(rng: &mut Rng, out: &mut Vec<u8>) {
                 payload: &payload,
                 qos: qos(rng),
                 retain: rng.chance(2),
+                properties: Default::default(),
             }),
             username: rng.chance(2).then_some("user"),
             password: None,
+            properties: Default::default(),
         }),
-        1 => Packet::Connack { session_present: rng.chance(2), code: ConnectReturnCode::Accepted },
+        1 => Packet::Connack(Connack::new(rng.chance(2), ConnectReturnCode::Accepted)),
         2 => {
             let q = qos(rng);
             Packet::Publish(Publish {
@@ -134,25 +136,31 @@ fn random_packet(rng: &mut Rng, out: &mut Vec<u8>) {
                 topic: TOPICS[rng.below(TOPICS.len())],
                 packet_id: (q != QoS::AtMostOnce).then_some(id),
                 payload: &payload,
+                properties: Default::default(),
             })
         }
-        3 => Packet::Puback { packet_id: id },
-        4 => Packet::Pubrec { packet_id: id },
-        5 => Packet::Pubrel { packet_id: id },
-        6 => Packet::Pubcomp { packet_id: id },
+        3 => Packet::Puback(Ack::new(id)),
+        4 => Packet::Pubrec(Ack::new(id)),
+        5 => Packet::Pubrel(Ack::new(id)),
+        6 => Packet::Pubcomp(Ack::new(id)),
         7 => Packet::Subscribe(Subscribe {
             packet_id: id,
-            filters: (0..1 + rng.below(3)).map(|_| (FILTERS[rng.below(FILTERS.len())], qos(rng))).collect(),
+            filters: (0..1 + rng.below(3)).map(|_| (FILTERS[rng.below(FILTERS.len())], qos(rng).into())).collect(),
+            properties: Default::default(),
         }),
-        8 => Packet::Suback { packet_id: id, return_codes: vec![0, 1, 2, 0x80][..1 + rng.below(4)].to_vec() },
+        8 => Packet::Suback(Suback::new(
+            id,
+            [0, 1, 2, 0x80][..1 + rng.below(4)].iter().map(|&c| ReasonCode(c)).collect(),
+        )),
         9 => Packet::Unsubscribe(Unsubscribe {
             packet_id: id,
             filters: (0..1 + rng.below(3)).map(|_| FILTERS[rng.below(FILTERS.len())]).collect(),
+            user_properties: Default::default(),
         }),
-        10 => Packet::Unsuback { packet_id: id },
+        10 => Packet::Unsuback(Unsuback::new(id)),
         11 => Packet::Pingreq,
         12 => Packet::Pingresp,
-        _ => Packet::Disconnect,
+        _ => Packet::Disconnect(Disconnect::NORMAL),
     };
     encode_packet(&packet, ProtocolLevel::V311, out);
 }

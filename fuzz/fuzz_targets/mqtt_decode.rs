@@ -76,7 +76,7 @@ fn consume(buf: &[u8], level: ProtocolLevel, max: usize, d: &mut Decoded) -> usi
         let rest = &buf[pos..];
         match decode_packet(rest, level, max) {
             Ok(None) => {
-                check_incomplete(rest, max);
+                check_incomplete(rest, level, max);
                 return pos;
             }
             Ok(Some((packet, n))) => {
@@ -94,8 +94,8 @@ fn consume(buf: &[u8], level: ProtocolLevel, max: usize, d: &mut Decoded) -> usi
 }
 
 /// `Ok(None)` means the fixed header or the body is not all there yet.
-fn check_incomplete(buf: &[u8], max: usize) {
-    match fixed_header(buf, max) {
+fn check_incomplete(buf: &[u8], level: ProtocolLevel, max: usize) {
+    match fixed_header(buf, level, max) {
         Ok(None) => {}
         Ok(Some(h)) => assert!(h.header_len + h.remaining_len > buf.len(), "complete packet reported incomplete"),
         Err(e) => panic!("fixed_header says {e:?} but decode_packet wants more bytes"),
@@ -106,7 +106,7 @@ fn check_incomplete(buf: &[u8], max: usize) {
 /// encoder round-trips it. Returns its canonical encoding.
 fn check_packet(buf: &[u8], packet: &midge::mqtt::Packet<'_>, n: usize, level: ProtocolLevel, max: usize) -> Vec<u8> {
     assert!(n >= 2 && n <= buf.len() && n <= max, "consumed {n} of {} (max {max})", buf.len());
-    let h = fixed_header(buf, max).expect("decoded packet has a valid fixed header").expect("complete header");
+    let h = fixed_header(buf, level, max).expect("decoded packet has a valid fixed header").expect("complete header");
     assert_eq!(h.header_len + h.remaining_len, n, "decode_packet and fixed_header disagree on size");
 
     // Exactly its own bytes decide the packet.
@@ -126,7 +126,9 @@ fn check_packet(buf: &[u8], packet: &midge::mqtt::Packet<'_>, n: usize, level: P
     assert!(encoded.len() <= n, "re-encoding ({} bytes) longer than the input ({n})", encoded.len());
     let again = decode_packet(&encoded, level, SPEC_MAX);
     assert_eq!(again, Ok(Some((packet.clone(), encoded.len()))), "re-encoded packet decodes differently");
-    if h.header_len == 1 + remaining_len_bytes(h.remaining_len) {
+    // At 5.0 the encoder writes properties in its own order, leaves out ones at their default
+    // and uses the short ack forms, so only the packet (above) must survive the round trip.
+    if h.header_len == 1 + remaining_len_bytes(h.remaining_len) && level != ProtocolLevel::V5 {
         assert_eq!(encoded, &buf[..n], "canonical input does not re-encode to itself");
     }
     encoded
@@ -135,7 +137,7 @@ fn check_packet(buf: &[u8], packet: &midge::mqtt::Packet<'_>, n: usize, level: P
 /// An error is reported from the fixed header alone, or once the whole packet is there, and
 /// the same error again with nothing after the packet.
 fn check_error(buf: &[u8], e: &midge::mqtt::DecodeError, level: ProtocolLevel, max: usize) {
-    match fixed_header(buf, max) {
+    match fixed_header(buf, level, max) {
         Err(fe) => assert_eq!(&fe, e, "fixed_header and decode_packet report different header errors"),
         Ok(None) => panic!("decode_packet reported {e:?} before the fixed header was complete"),
         Ok(Some(h)) => {
