@@ -415,11 +415,22 @@ pub(super) fn put_varint(out: &mut Vec<u8>, value: usize) {
     }
 }
 
-/// Write the first byte and the remaining length, reserving room for `body` more bytes.
+/// Write the first byte and the remaining length, reserving room for `body` more bytes. Lengths
+/// over the 4-byte maximum are clamped as in `put_varint`.
+#[inline]
 pub(super) fn put_fixed_header(out: &mut Vec<u8>, first_byte: u8, remaining_len: usize, body: usize) {
-    out.reserve(1 + varint_len(remaining_len) + body);
+    let mut len = remaining_len.min(MAX_REMAINING_LEN);
+    out.reserve(1 + varint_len(len) + body);
     out.push(first_byte);
-    put_varint(out, remaining_len);
+    loop {
+        let byte = (len & 0x7F) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 pub(super) fn put_id_packet(out: &mut Vec<u8>, first_byte: u8, packet_id: u16) {
@@ -585,6 +596,7 @@ impl PublishV5Extras<'_> {
 /// At 5.0 the property block comes from `v5` (no properties when `None`); below 5.0 `v5` is
 /// ignored and the bytes are exactly 3.1.1's. O(1) plus the property bytes.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub fn encode_publish_header(
     topic: &str,
     qos: QoS,
@@ -604,26 +616,39 @@ pub fn encode_publish_header(
         first |= 1;
     }
     let has_id = qos != QoS::AtMostOnce;
-    let mut header_len = field_len(topic.as_bytes()) + if has_id { 2 } else { 0 };
     if level == ProtocolLevel::V5 {
-        let props = v5.map_or(0, |x| x.properties_len());
-        header_len += varint_len(props) + props;
-        put_fixed_header(out, first, header_len.saturating_add(payload_len), header_len);
-        put_field(out, topic.as_bytes());
-        if has_id {
-            out.extend_from_slice(&packet_id.unwrap_or(0).to_be_bytes());
-        }
-        put_varint(out, props);
-        if let Some(x) = v5 {
-            x.write(out);
-        }
-        return;
+        return encode_publish_header_v5(topic, first, has_id.then(|| packet_id.unwrap_or(0)), payload_len, v5, out);
     }
+    let header_len = field_len(topic.as_bytes()) + if has_id { 2 } else { 0 };
     // Reserve only the header: the caller may reference the payload instead of copying it.
     put_fixed_header(out, first, header_len.saturating_add(payload_len), header_len);
     put_field(out, topic.as_bytes());
     if has_id {
         out.extend_from_slice(&packet_id.unwrap_or(0).to_be_bytes());
+    }
+}
+
+/// The 5.0 PUBLISH header: 3.1.1's fields, then the property block (length computed up front).
+/// Out of line so the 3.1.1 path above stays as small as it was.
+#[inline(never)]
+fn encode_publish_header_v5(
+    topic: &str,
+    first: u8,
+    packet_id: Option<u16>,
+    payload_len: usize,
+    v5: Option<&PublishV5Extras<'_>>,
+    out: &mut Vec<u8>,
+) {
+    let props = v5.map_or(0, |x| x.properties_len());
+    let header_len = field_len(topic.as_bytes()) + if packet_id.is_some() { 2 } else { 0 } + varint_len(props) + props;
+    put_fixed_header(out, first, header_len.saturating_add(payload_len), header_len);
+    put_field(out, topic.as_bytes());
+    if let Some(id) = packet_id {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    put_varint(out, props);
+    if let Some(x) = v5 {
+        x.write(out);
     }
 }
 
