@@ -110,7 +110,7 @@ fn random_packet(rng: &mut Rng, out: &mut Vec<u8>) {
     let payload = if rng.chance(8) { rng.up_to(400) } else { rng.up_to(20) };
     let id = packet_id(rng);
     let packet = match rng.below(14) {
-        0 => Packet::Connect(Connect {
+        0 => Packet::Connect(Box::new(Connect {
             level: *rng.pick(&[ProtocolLevel::V31, ProtocolLevel::V311]),
             client_id: CLIENT_IDS[rng.below(CLIENT_IDS.len())],
             clean_session: rng.chance(2),
@@ -125,8 +125,8 @@ fn random_packet(rng: &mut Rng, out: &mut Vec<u8>) {
             username: rng.chance(2).then_some("user"),
             password: None,
             properties: Default::default(),
-        }),
-        1 => Packet::Connack(Connack::new(rng.chance(2), ConnectReturnCode::Accepted)),
+        })),
+        1 => Packet::Connack(Box::new(Connack::new(rng.chance(2), ConnectReturnCode::Accepted))),
         2 => {
             let q = qos(rng);
             Packet::Publish(Publish {

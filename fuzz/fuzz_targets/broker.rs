@@ -747,7 +747,7 @@ impl World {
                     password: (cflags & 0x80 != 0 && flags & 1 == 1).then_some(&b"pw"[..]),
                     properties: Default::default(),
                 };
-                self.send(slot, &Packet::Connect(connect));
+                self.send(slot, &Packet::Connect(Box::new(connect)));
             }
             8 => {
                 let (topic, pflags, id, len) = (input.u8(), input.u8(), input.u8(), input.u8());
@@ -842,7 +842,7 @@ impl World {
             password: None,
             properties: Default::default(),
         };
-        self.send(slot, &Packet::Connect(connect));
+        self.send(slot, &Packet::Connect(Box::new(connect)));
         self.turn();
         let expected =
             if self.allow_anonymous { ConnectReturnCode::Accepted } else { ConnectReturnCode::NotAuthorized };

@@ -162,7 +162,7 @@ impl Core {
                     debug!("Client from {} asked for protocol level {l}", conn.peer);
                     self.send(
                         token,
-                        &Packet::Connack(Connack::new(false, ConnectReturnCode::UnacceptableProtocolVersion)),
+                        &Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::UnacceptableProtocolVersion))),
                     );
                     self.close(token, CloseReason::ConnectRefused(ConnectReturnCode::UnacceptableProtocolVersion));
                     return buf.len();

@@ -56,7 +56,7 @@ fn connect_with_will(h: &mut Harness, id: &str, will_topic: &str) -> usize {
         password: None,
         properties: Default::default(),
     };
-    h.send(t, &Packet::Connect(c));
+    h.send(t, &Packet::Connect(Box::new(c)));
     h.received(t);
     t
 }
@@ -269,7 +269,7 @@ fn persistent_client_expiration_removes_offline_sessions() {
     assert_eq!(h.core.session_count(), 0, "expired");
     assert_eq!(h.core.router.node_count(), 1, "its subscriptions are gone from the trie");
     let (_, out) = h.connect("sensor", false);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(false, ConnectReturnCode::Accepted)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
 }
 
 #[test]
@@ -279,7 +279,7 @@ fn reconnect_within_expiration_keeps_the_session() {
     h.core.handle_hangup(t, None);
     h.now += Duration::from_secs(30);
     let (_, out) = h.connect("sensor", false);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(true, ConnectReturnCode::Accepted)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(true, ConnectReturnCode::Accepted))));
     h.core.handle_timeouts(h.now + Duration::from_secs(45));
     assert_eq!(h.core.session_count(), 1, "the old expiry entry is stale once reconnected");
 }
@@ -316,7 +316,7 @@ fn listener_at_max_connections_refuses_more() {
 fn refused_connect_lingers_then_finishes() {
     let mut h = Harness::with(|c| c.allow_anonymous = false);
     let (t, out) = h.connect("nobody", true);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(false, ConnectReturnCode::NotAuthorized)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::NotAuthorized))));
     assert!(h.core.is_lingering(t), "kept to deliver the CONNACK");
     h.core.handle_timeouts(h.now + LINGER + Duration::from_millis(1));
     assert_eq!(h.core.poll_finished().map(|f| f.token()), Some(t));
@@ -330,7 +330,7 @@ fn memory_limit_refuses_clients_qos0_and_qos1() {
     let (p, _) = h.connect("p", true);
     h.core.limits.memory_limit = Some(1);
     let (c, out) = h.connect("late", true);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(false, ConnectReturnCode::ServerUnavailable)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::ServerUnavailable))));
     assert!(h.is_closed(c));
     h.publish(p, "t", b"q0", QoS::AtMostOnce, 0, false);
     assert!(h.received(s).is_empty(), "QoS 0 dropped");
@@ -348,7 +348,7 @@ fn memory_limit_refuses_clients_qos0_and_qos1() {
     assert!(h.is_closed(p));
     h.core.limits.memory_limit = None;
     let (_, out) = h.connect("later", true);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(false, ConnectReturnCode::Accepted)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
 }
 
 #[test]

@@ -68,7 +68,7 @@ impl Core {
             None => return Ok(()),
             Some(Phase::AwaitConnect) => {
                 return match packet {
-                    Packet::Connect(c) => self.on_connect(token, c, now),
+                    Packet::Connect(c) => self.on_connect(token, *c, now),
                     _ => Err(CloseReason::Protocol(ProtocolError::FirstPacketNotConnect)),
                 };
             }
@@ -129,7 +129,7 @@ impl Core {
     }
 
     fn refuse_connect(&mut self, token: usize, code: ConnectReturnCode) -> Result<(), CloseReason> {
-        self.send(token, &Packet::Connack(Connack::new(false, code)));
+        self.send(token, &Packet::Connack(Box::new(Connack::new(false, code))));
         Err(CloseReason::ConnectRefused(code))
     }
 
@@ -250,7 +250,7 @@ impl Core {
         if c.keep_alive != 0 && timer_at.is_none_or(|at| keep_alive_at < at) {
             self.arm_timer(token, keep_alive_at);
         }
-        self.send(token, &Packet::Connack(Connack::new(present, ConnectReturnCode::Accepted)));
+        self.send(token, &Packet::Connack(Box::new(Connack::new(present, ConnectReturnCode::Accepted))));
         if present {
             self.resume_session(token, session);
         }

@@ -110,7 +110,7 @@ impl Harness {
             password: None,
             properties: Default::default(),
         };
-        self.send(t, &Packet::Connect(c));
+        self.send(t, &Packet::Connect(Box::new(c)));
         let out = self.received(t);
         (t, out)
     }
@@ -204,7 +204,7 @@ fn mqtt_3_1_0_1_first_packet_must_be_connect() {
 fn mqtt_3_1_0_2_second_connect_closes() {
     let mut h = Harness::new();
     let (t, out) = h.connect("a", true);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(false, ConnectReturnCode::Accepted)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
     let c = Connect {
         level: ProtocolLevel::V311,
         client_id: "a",
@@ -215,7 +215,7 @@ fn mqtt_3_1_0_2_second_connect_closes() {
         password: None,
         properties: Default::default(),
     };
-    h.send(t, &Packet::Connect(c));
+    h.send(t, &Packet::Connect(Box::new(c)));
     assert!(h.is_closed(t));
 }
 
@@ -230,7 +230,7 @@ fn mqtt_3_1_2_2_level_5_gets_v5_connack_0x84_then_close() {
     // A 5.0 CONNACK: flags, reason code 0x84 Unsupported Protocol Version, no properties.
     assert_eq!(out[0], [0x20, 3, 0, 0x84, 0]);
     let (p, _) = decode_packet(&out[0], ProtocolLevel::V5, MAX).unwrap().unwrap();
-    assert_eq!(p, Packet::Connack(Connack::new(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)));
+    assert_eq!(p, Packet::Connack(Box::new(Connack::new(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION))));
     assert!(h.is_closed(t));
 }
 
@@ -249,10 +249,10 @@ fn mqtt_3_1_2_2_unknown_level_gets_connack_1_then_close() {
 fn mqtt_3_1_3_8_empty_client_id_without_clean_session_rejected() {
     let mut h = Harness::new();
     let (t, out) = h.connect("", false);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(false, ConnectReturnCode::IdentifierRejected)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::IdentifierRejected))));
     assert!(h.is_closed(t));
     let (t, out) = h.connect("", true);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(false, ConnectReturnCode::Accepted)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
     assert!(!h.is_closed(t));
 }
 
@@ -360,7 +360,7 @@ fn persistent_session_queues_while_offline_and_resends_inflight_with_dup() {
     }
     h.publish(p, "q", b"qos0 dropped while offline", QoS::AtMostOnce, 0, false);
     let (s2, out) = h.connect("persist", false);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(true, ConnectReturnCode::Accepted)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(true, ConnectReturnCode::Accepted))));
     let resent = publish_of(&out[1]);
     assert!(resent.dup, "4.4: re-sent PUBLISH has DUP set");
     assert_eq!(resent.payload, b"0");
@@ -377,7 +377,7 @@ fn clean_session_discards_previous_state() {
     h.subscribe(s, "q", QoS::AtLeastOnce);
     h.core.handle_hangup(s, None);
     let (s, out) = h.connect("c", true);
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(false, ConnectReturnCode::Accepted)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
     let (p, _) = h.connect("p", true);
     h.publish(p, "q", b"x", QoS::AtLeastOnce, 1, false);
     assert!(h.received(s).is_empty(), "old subscription is gone");
@@ -390,7 +390,7 @@ fn mqtt_3_1_4_2_takeover_closes_first_connection() {
     let (b, out) = h.connect("same", false);
     assert!(h.is_closed(a));
     assert!(!h.is_closed(b));
-    assert_eq!(decode(&out[0]), Packet::Connack(Connack::new(true, ConnectReturnCode::Accepted)));
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(true, ConnectReturnCode::Accepted))));
 }
 
 #[test]
@@ -417,7 +417,7 @@ fn will_published_on_abnormal_close_not_on_disconnect() {
             password: None,
             properties: Default::default(),
         };
-        h.send(t, &Packet::Connect(c));
+        h.send(t, &Packet::Connect(Box::new(c)));
         if graceful {
             h.send(t, &Packet::Disconnect(Disconnect::NORMAL));
         } else {
@@ -485,7 +485,7 @@ fn keepalive_timeout_closes_and_publishes_will() {
         password: None,
         properties: Default::default(),
     };
-    h.send(t, &Packet::Connect(c));
+    h.send(t, &Packet::Connect(Box::new(c)));
     let at = h.core.poll_timeout().unwrap();
     h.core.handle_timeouts(h.now + Duration::from_millis(2900));
     assert!(!h.is_closed(t), "1.5 x keep alive not reached yet");

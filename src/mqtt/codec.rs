@@ -202,7 +202,7 @@ pub fn decode_packet<'a>(
     }
     let flags = h.first_byte & 0x0F;
     let packet = match h.first_byte >> 4 {
-        CONNECT => Packet::Connect(decode_connect(&mut r)?),
+        CONNECT => Packet::Connect(Box::new(decode_connect(&mut r)?)),
         CONNACK => {
             let ack_flags = r.u8()?;
             let code = r.u8()?;
@@ -220,7 +220,7 @@ pub fn decode_packet<'a>(
                 5 => ConnectReturnCode::NotAuthorized,
                 _ => return Err(DecodeError::InvalidConnectFlags),
             };
-            Packet::Connack(Connack::new(ack_flags & 1 != 0, code))
+            Packet::Connack(Box::new(Connack::new(ack_flags & 1 != 0, code)))
         }
         PUBLISH => {
             let qos = match QoS::from_u8((flags >> 1) & 0b11) {

@@ -44,7 +44,7 @@ fn connect_body(name: &[u8], level: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 fn connect_v311() -> Packet<'static> {
-    Packet::Connect(Connect {
+    Packet::Connect(Box::new(Connect {
         level: ProtocolLevel::V311,
         client_id: "client-1",
         clean_session: true,
@@ -59,13 +59,13 @@ fn connect_v311() -> Packet<'static> {
         username: Some("user"),
         password: Some(b"p\0ss"),
         properties: Default::default(),
-    })
+    }))
 }
 
 fn all_packets() -> Vec<Packet<'static>> {
     vec![
         connect_v311(),
-        Packet::Connect(Connect {
+        Packet::Connect(Box::new(Connect {
             level: ProtocolLevel::V31,
             client_id: "",
             clean_session: false,
@@ -74,8 +74,8 @@ fn all_packets() -> Vec<Packet<'static>> {
             username: None,
             password: None,
             properties: Default::default(),
-        }),
-        Packet::Connect(Connect {
+        })),
+        Packet::Connect(Box::new(Connect {
             level: ProtocolLevel::V311,
             client_id: "ü",
             clean_session: false,
@@ -90,9 +90,9 @@ fn all_packets() -> Vec<Packet<'static>> {
             username: Some(""),
             password: None,
             properties: Default::default(),
-        }),
-        Packet::Connack(Connack::new(true, ConnectReturnCode::Accepted)),
-        Packet::Connack(Connack::new(false, ConnectReturnCode::NotAuthorized)),
+        })),
+        Packet::Connack(Box::new(Connack::new(true, ConnectReturnCode::Accepted))),
+        Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::NotAuthorized))),
         Packet::Publish(Publish {
             dup: false,
             qos: QoS::AtMostOnce,

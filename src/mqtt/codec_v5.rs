@@ -88,7 +88,7 @@ pub(super) fn decode<'a>(first_byte: u8, mut r: Reader<'a>) -> Result<Packet<'a>
             let reason = reason(r, CONNACK)?;
             let properties = ConnackProperties::decode(r)?;
             r.finish()?;
-            Packet::Connack(Connack { session_present: ack_flags & 1 != 0, reason, properties })
+            Packet::Connack(Box::new(Connack { session_present: ack_flags & 1 != 0, reason, properties }))
         }
         PUBLISH => {
             let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;

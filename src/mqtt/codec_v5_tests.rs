@@ -102,8 +102,8 @@ fn all_v5_packets() -> Vec<Packet<'static>> {
     };
     let alias_only = PublishProperties { topic_alias: Some(1), ..Default::default() };
     vec![
-        Packet::Connect(connect_full()),
-        Packet::Connect(Connect {
+        Packet::Connect(Box::new(connect_full())),
+        Packet::Connect(Box::new(Connect {
             level: V5,
             client_id: "",
             clean_session: false,
@@ -112,9 +112,9 @@ fn all_v5_packets() -> Vec<Packet<'static>> {
             username: Some("u"),
             password: None,
             properties: ConnectProperties::default(),
-        }),
-        Packet::Connack(Connack::new(true, ReasonCode::SUCCESS)),
-        Packet::Connack(Connack {
+        })),
+        Packet::Connack(Box::new(Connack::new(true, ReasonCode::SUCCESS))),
+        Packet::Connack(Box::new(Connack {
             session_present: false,
             reason: ReasonCode::SUCCESS,
             properties: ConnackProperties {
@@ -136,8 +136,8 @@ fn all_v5_packets() -> Vec<Packet<'static>> {
                 authentication_data: Some(b"server-final"),
                 user_properties: user(),
             },
-        }),
-        Packet::Connack(Connack::new(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)),
+        })),
+        Packet::Connack(Box::new(Connack::new(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION))),
         Packet::Publish(publish("a/b", PublishProperties::default())),
         Packet::Publish(publish("a/b", rich_publish)),
         Packet::Publish(publish("", alias_only)),
@@ -268,7 +268,7 @@ fn mqtt_3_1_2_v5_connect_layout_properties_after_keep_alive_will_properties_befo
         password: None,
         properties: ConnectProperties { session_expiry_interval: 1, ..Default::default() },
     };
-    let bytes = enc(&Packet::Connect(c));
+    let bytes = enc(&Packet::Connect(Box::new(c)));
     let mut body = field(b"MQTT");
     body.extend([5, 0x06, 0, 60]);
     body.extend([5, 0x11, 0, 0, 0, 1]); // properties
@@ -279,7 +279,7 @@ fn mqtt_3_1_2_v5_connect_layout_properties_after_keep_alive_will_properties_befo
     assert_eq!(bytes, raw(0x10, &body));
     // A 5.0 CONNECT decodes whatever the session's level is.
     let (p, _) = decode_packet(&bytes, ProtocolLevel::V311, MAX).unwrap().unwrap();
-    assert!(matches!(p, Packet::Connect(Connect { level: ProtocolLevel::V5, .. })));
+    assert!(matches!(p, Packet::Connect(c) if c.level == ProtocolLevel::V5));
 }
 
 #[test]
@@ -352,20 +352,20 @@ fn mqtt_3_2_2_v5_connack_rules() {
     assert_eq!(err(raw(0x20, &[0, 0, 2, 0x24, 2])), DecodeError::InvalidPropertyValue(0x24));
     assert_eq!(err(raw(0x20, &[0, 0, 2, 0x17, 1])), DecodeError::PropertyNotAllowed { id: 0x17, packet_type: 2 });
     assert_eq!(err(raw(0x20, &[0, 0, 0, 9])), DecodeError::TrailingBytes);
-    assert_eq!(enc(&Packet::Connack(Connack::new(false, ReasonCode::SUCCESS))), [0x20, 3, 0, 0, 0]);
+    assert_eq!(enc(&Packet::Connack(Box::new(Connack::new(false, ReasonCode::SUCCESS)))), [0x20, 3, 0, 0, 0]);
 }
 
 #[test]
 fn v311_connack_maps_reason_codes_to_return_codes() {
     let mut out = Vec::new();
     encode_packet(
-        &Packet::Connack(Connack::new(false, ReasonCode::BAD_USER_NAME_OR_PASSWORD)),
+        &Packet::Connack(Box::new(Connack::new(false, ReasonCode::BAD_USER_NAME_OR_PASSWORD))),
         ProtocolLevel::V311,
         &mut out,
     );
     assert_eq!(out, [0x20, 2, 0, 4]);
     let (p, _) = decode_packet(&out, ProtocolLevel::V311, MAX).unwrap().unwrap();
-    assert_eq!(p, Packet::Connack(Connack::new(false, ConnectReturnCode::BadUsernameOrPassword)));
+    assert_eq!(p, Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::BadUsernameOrPassword))));
 }
 
 #[test]
@@ -617,7 +617,7 @@ fn v5_fields_are_left_out_at_3_1_1() {
     c.level = ProtocolLevel::V311;
     c.username = Some("u");
     let mut out = Vec::new();
-    encode_packet(&Packet::Connect(c.clone()), ProtocolLevel::V311, &mut out);
+    encode_packet(&Packet::Connect(Box::new(c.clone())), ProtocolLevel::V311, &mut out);
     let (p, _) = decode_packet(&out, ProtocolLevel::V311, MAX).unwrap().unwrap();
     let Packet::Connect(d) = p else { panic!() };
     assert_eq!(d.properties, ConnectProperties::default());
@@ -708,4 +708,10 @@ fn v5_mutated_packets_never_panic_and_round_trip() {
         }
     }
     assert!(decoded > 5_000, "only {decoded} mutated packets decoded");
+}
+
+#[test]
+fn packet_stays_small_for_the_publish_path() {
+    // CONNECT and CONNACK are boxed, so the largest variant is PUBLISH with its properties.
+    assert_eq!(std::mem::size_of::<Packet<'_>>(), std::mem::size_of::<Publish<'_>>());
 }

@@ -250,10 +250,12 @@ pub struct Auth<'a> {
     pub properties: AuthProperties<'a>,
 }
 
+/// CONNECT and CONNACK are boxed: they come once per connection and their 5.0 properties would
+/// otherwise make every PUBLISH moved through the broker twice as large.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet<'a> {
-    Connect(Connect<'a>),
-    Connack(Connack<'a>),
+    Connect(Box<Connect<'a>>),
+    Connack(Box<Connack<'a>>),
     Publish(Publish<'a>),
     Puback(Ack<'a>),
     Pubrec(Ack<'a>),
