@@ -105,8 +105,8 @@ fn packet_id(rng: &mut Rng) -> u16 {
     (rng.next() as u16).max(1)
 }
 
-/// Append one valid packet of a random type.
-fn random_packet(rng: &mut Rng, out: &mut Vec<u8>) {
+/// Append one valid packet of a random type, encoded for a session at `level`.
+fn random_packet(rng: &mut Rng, level: ProtocolLevel, out: &mut Vec<u8>) {
     let payload = if rng.chance(8) { rng.up_to(400) } else { rng.up_to(20) };
     let id = packet_id(rng);
     let packet = match rng.below(14) {
@@ -162,7 +162,7 @@ fn random_packet(rng: &mut Rng, out: &mut Vec<u8>) {
         12 => Packet::Pingresp,
         _ => Packet::Disconnect(Disconnect::NORMAL),
     };
-    encode_packet(&packet, ProtocolLevel::V311, out);
+    encode_packet(&packet, level, out);
 }
 
 /// What a connection sees: each packet's size and re-encoding, the error that stopped decoding,
@@ -218,8 +218,10 @@ fn mqtt_stream(rng: &mut Rng) -> Vec<u8> {
         0 => rng.up_to(64),
         kind => {
             let mut stream = Vec::new();
+            // One stream in three is a 5.0 session's (reason codes, property lengths).
+            let level = if rng.chance(3) { ProtocolLevel::V5 } else { ProtocolLevel::V311 };
             for _ in 0..1 + rng.below(6) {
-                random_packet(rng, &mut stream);
+                random_packet(rng, level, &mut stream);
             }
             if kind != 1 {
                 mutate(rng, &mut stream);

@@ -12,7 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use midge::mqtt::{decode_packet, encode_packet, fixed_header, ProtocolLevel};
+use midge::mqtt::{
+    decode_packet, encode_packet, encode_publish_header, fixed_header, Packet, ProtocolLevel, PublishV5Extras, QoS,
+};
 use midge_fuzz::{Input, Splits};
 
 /// The spec's largest packet: 4-byte remaining length plus the fixed header.
@@ -86,6 +88,9 @@ fn consume(buf: &[u8], level: ProtocolLevel, max: usize, d: &mut Decoded) -> usi
             }
             Err(e) => {
                 check_error(rest, &e, level, max);
+                // Every error has a 5.0 reason code a CONNACK or DISCONNECT can carry.
+                let code = e.reason_code();
+                assert!(code.allowed_in(2) || code.allowed_in(14), "{e:?} maps to {code}");
                 d.error = Some(e);
                 return buf.len();
             }
@@ -104,7 +109,7 @@ fn check_incomplete(buf: &[u8], level: ProtocolLevel, max: usize) {
 
 /// A decoded packet: sizes agree with the fixed header, no look-ahead, no early report, and the
 /// encoder round-trips it. Returns its canonical encoding.
-fn check_packet(buf: &[u8], packet: &midge::mqtt::Packet<'_>, n: usize, level: ProtocolLevel, max: usize) -> Vec<u8> {
+fn check_packet(buf: &[u8], packet: &Packet<'_>, n: usize, level: ProtocolLevel, max: usize) -> Vec<u8> {
     assert!(n >= 2 && n <= buf.len() && n <= max, "consumed {n} of {} (max {max})", buf.len());
     let h = fixed_header(buf, level, max).expect("decoded packet has a valid fixed header").expect("complete header");
     assert_eq!(h.header_len + h.remaining_len, n, "decode_packet and fixed_header disagree on size");
@@ -115,6 +120,32 @@ fn check_packet(buf: &[u8], packet: &midge::mqtt::Packet<'_>, n: usize, level: P
     for k in [0, 1, 2, 3, 4, 5, n - 1] {
         if k < n {
             assert_eq!(decode_packet(&buf[..k], level, max), Ok(None), "packet reported from {k} of its {n} bytes");
+        }
+    }
+
+    // 5.0: what the broker would keep of a PUBLISH (or will) to forward is itself a valid block
+    // of PUBLISH properties, in a PUBLISH that decodes to the same forwarded properties.
+    let mut forwarded = Vec::new();
+    match packet {
+        Packet::Publish(p) => p.properties.forward(&mut forwarded),
+        Packet::Connect(c) => {
+            if let Some(w) = &c.will {
+                w.properties.forward(&mut forwarded);
+            }
+        }
+        _ => {}
+    }
+    if level == ProtocolLevel::V5 && !forwarded.is_empty() {
+        let extras = PublishV5Extras { forwarded: &forwarded, ..Default::default() };
+        let mut out = Vec::new();
+        encode_publish_header("t", QoS::AtMostOnce, false, false, None, 0, level, Some(&extras), &mut out);
+        match decode_packet(&out, level, SPEC_MAX) {
+            Ok(Some((Packet::Publish(p), _))) => {
+                let mut again = Vec::new();
+                p.properties.forward(&mut again);
+                assert_eq!(again, forwarded, "forwarded properties change when forwarded again");
+            }
+            other => panic!("forwarded properties do not decode: {other:?}"),
         }
     }
 

@@ -348,7 +348,8 @@ pub(super) fn parse_block<'a>(
         if !allowed_in(id, packet) {
             return Err(DecodeError::PropertyNotAllowed { id, packet_type: packet });
         }
-        let repeatable = id == USER_PROPERTY || (id == SUBSCRIPTION_IDENTIFIER && packet == 3);
+        // 3.3.4-4: a PUBLISH to a subscriber carries one identifier per matching subscription.
+        let repeatable = id == USER_PROPERTY || (id == SUBSCRIPTION_IDENTIFIER && packet == super::codec::PUBLISH);
         let bit = 1u64 << id;
         if seen & bit != 0 && !repeatable {
             return Err(DecodeError::DuplicateProperty(id));
