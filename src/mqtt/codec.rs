@@ -196,8 +196,10 @@ pub fn decode_packet<'a>(
     };
     let mut r = Reader { rest: body };
     // 3.1 and 3.1.1 share every packet layout after CONNECT (which carries its own level); 5.0
-    // differs in all but PINGREQ/PINGRESP. One comparison keeps 3.1.1 off the 5.0 code.
-    if level == ProtocolLevel::V5 && h.first_byte >> 4 != CONNECT {
+    // differs in all but PINGREQ/PINGRESP. One comparison keeps 3.1.1 off the 5.0 code; PUBLISH,
+    // the hot packet at every level, is decoded here for both.
+    let v5 = level == ProtocolLevel::V5;
+    if v5 && !matches!(h.first_byte >> 4, CONNECT | PUBLISH) {
         return Ok(Some((codec_v5::decode(h.first_byte, r)?, total)));
     }
     let flags = h.first_byte & 0x0F;
@@ -228,13 +230,19 @@ pub fn decode_packet<'a>(
                 None => return Err(DecodeError::InvalidQoS),
             };
             let topic = r.string()?;
-            if !valid_topic_name(topic) {
+            // 5.0: an empty topic stands for its Topic Alias (3.3.2.3.4), known after the
+            // properties.
+            if !(valid_topic_name(topic) || (v5 && topic.is_empty())) {
                 return Err(DecodeError::InvalidTopicName);
             }
             let packet_id = match qos {
                 QoS::AtMostOnce => None,
                 _ => Some(r.packet_id()?),
             };
+            let properties = if v5 { PublishProperties::decode(&mut r)? } else { PublishProperties::default() };
+            if v5 && topic.is_empty() && properties.topic_alias.is_none() {
+                return Err(DecodeError::EmptyTopicWithoutAlias);
+            }
             Packet::Publish(Publish {
                 dup: flags & 0b1000 != 0,
                 qos,
@@ -242,7 +250,7 @@ pub fn decode_packet<'a>(
                 topic,
                 packet_id,
                 payload: r.rest,
-                properties: PublishProperties::default(),
+                properties,
             })
         }
         t @ (PUBACK | PUBREC | PUBREL | PUBCOMP | UNSUBACK) => {

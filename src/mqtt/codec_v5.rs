@@ -3,7 +3,7 @@
 //! own level), so 3.1.1 never runs this code.
 use super::codec::*;
 use super::property_sets::{decode_unsubscribe_properties, encode_user_properties, user_properties_len};
-use super::topic::{valid_topic_filter, valid_topic_name};
+use super::topic::valid_topic_filter;
 use super::*;
 
 /// A reason code byte that table 2-6 allows in `packet_type`.
@@ -73,10 +73,10 @@ fn reason_codes(r: &Reader<'_>, packet_type: u8) -> Result<Vec<ReasonCode>, Deco
         .collect()
 }
 
-/// Decode the body of a 5.0 packet other than CONNECT; `first_byte` passed `check_first_byte`.
+/// Decode the body of a 5.0 packet other than CONNECT and PUBLISH (which `decode_packet` decodes
+/// at every level); `first_byte` passed `check_first_byte`.
 pub(super) fn decode<'a>(first_byte: u8, mut r: Reader<'a>) -> Result<Packet<'a>, DecodeError> {
     let r = &mut r;
-    let flags = first_byte & 0x0F;
     let packet_type = first_byte >> 4;
     Ok(match packet_type {
         CONNACK => {
@@ -89,31 +89,6 @@ pub(super) fn decode<'a>(first_byte: u8, mut r: Reader<'a>) -> Result<Packet<'a>
             let properties = ConnackProperties::decode(r)?;
             r.finish()?;
             Packet::Connack(Box::new(Connack { session_present: ack_flags & 1 != 0, reason, properties }))
-        }
-        PUBLISH => {
-            let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
-            let topic = r.string()?;
-            // An empty topic needs a Topic Alias (3.3.2.3.4), known only after the properties.
-            if !topic.is_empty() && !valid_topic_name(topic) {
-                return Err(DecodeError::InvalidTopicName);
-            }
-            let packet_id = match qos {
-                QoS::AtMostOnce => None,
-                _ => Some(r.packet_id()?),
-            };
-            let properties = PublishProperties::decode(r)?;
-            if topic.is_empty() && properties.topic_alias.is_none() {
-                return Err(DecodeError::EmptyTopicWithoutAlias);
-            }
-            Packet::Publish(Publish {
-                dup: flags & 0b1000 != 0,
-                qos,
-                retain: flags & 1 != 0,
-                topic,
-                packet_id,
-                payload: r.rest,
-                properties,
-            })
         }
         PUBACK => Packet::Puback(decode_ack(r, PUBACK)?),
         PUBREC => Packet::Pubrec(decode_ack(r, PUBREC)?),
@@ -193,7 +168,7 @@ pub(super) fn decode<'a>(first_byte: u8, mut r: Reader<'a>) -> Result<Packet<'a>
             r.finish()?;
             Packet::Auth(Auth { reason, properties })
         }
-        // CONNECT is decoded by the caller; check_first_byte refused 0.
+        // CONNECT and PUBLISH are decoded by the caller; check_first_byte refused 0.
         t => return Err(DecodeError::ReservedPacketType(t)),
     })
 }

@@ -203,12 +203,18 @@ pub struct PublishProperties<'a> {
 }
 
 impl<'a> PublishProperties<'a> {
+    #[inline]
     pub(super) fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         // The common case: no properties, one byte, nothing to parse.
         if let [0, rest @ ..] = r.rest {
             r.rest = rest;
             return Ok(PublishProperties::default());
         }
+        Self::decode_block(r)
+    }
+
+    #[inline(never)]
+    fn decode_block(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let mut m = PublishProperties::default();
         let block = parse_block(r, PUBLISH, |p| match p {
             Property::PayloadFormatIndicator(v) => m.payload_format_indicator = Some(v),
