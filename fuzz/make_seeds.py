@@ -104,6 +104,47 @@ write("mqtt_decode", "all_split", b"\xff\x04\x00\x02\x06\x1f" + stream)
 write("mqtt_decode", "long_remaining_length", b"\x00\x00" + publish("t", b"y" * 300))
 
 
+# MQTT 5.0: a property block (variable byte integer length, then the properties) after the
+# fixed fields. The target decodes every input at every level, so these exercise 5.0 decoding.
+def props(*items):
+    body = b"".join(items)
+    return rlen(len(body)) + body
+
+
+def user_prop(k, v):
+    return b"\x26" + field(k) + field(v)
+
+
+V5_PACKETS = {
+    "v5_connect": pkt(0x10, field(b"MQTT") + bytes([5, 0xC6 | (1 << 3), 0, 30])
+                  + props(b"\x11\x00\x00\x00\x78", b"\x21\x00\x0a", b"\x22\x00\x05", b"\x15" + field("M"),
+                          user_prop("k", "v"))
+                  + field("c5")
+                  + props(b"\x18\x00\x00\x00\x05", b"\x01\x01", b"\x08" + field("resp/t"), user_prop("a", "b"))
+                  + field("will/t") + field(b"bye") + field("user") + field(b"pw")),
+    "v5_connack": pkt(0x20, bytes([1, 0]) + props(b"\x24\x01", b"\x25\x00", b"\x27\x00\x01\x00\x00",
+                                               b"\x12" + field("auto"), b"\x13\x00\x3c")),
+    "v5_publish_props": pkt(0x33, field("a/b") + b"\x00\x07"
+                            + props(b"\x23\x00\x01", b"\x02\x00\x00\x00\x3c", b"\x0b\x05", b"\x03" + field("text"),
+                                    b"\x09" + field(b"\x00\x01"), user_prop("k", "v"), user_prop("k", "w"))
+                            + b"payload"),
+    "v5_publish_alias": pkt(0x30, field("") + props(b"\x23\x00\x02") + b"x"),
+    "v5_puback_reason": pkt(0x40, b"\x00\x01\x10" + props(b"\x1f" + field("none"))),
+    "v5_pubrel_short": pkt(0x62, b"\x00\x02\x92"),
+    "v5_subscribe": pkt(0x82, b"\x00\x0a" + props(b"\x0b\x7f") + field("a/#") + bytes([0x2e])
+                        + field("$share/g/x") + bytes([0x11])),
+    "v5_suback": pkt(0x90, b"\x00\x0a" + props() + bytes([0, 2, 0x87, 0xa2])),
+    "v5_unsubscribe": pkt(0xA2, b"\x00\x0b" + props(user_prop("k", "v")) + field("a/#")),
+    "v5_unsuback": pkt(0xB0, b"\x00\x0b" + props() + bytes([0x00, 0x11])),
+    "v5_disconnect": pkt(0xE0, b"\x04" + props(b"\x11\x00\x00\x00\x00", b"\x1f" + field("bye"))),
+    "v5_auth": pkt(0xF0, b"\x18" + props(b"\x15" + field("SCRAM-SHA-1"), b"\x16" + field(b"data"))),
+}
+
+for name, p in V5_PACKETS.items():
+    write("mqtt_decode", name, b"\xff\x00" + p)
+write("mqtt_decode", "v5_all_split", b"\xff\x04\x00\x02\x06\x1f" + b"".join(V5_PACKETS.values()))
+
+
 # --- WebSocket frames -------------------------------------------------------------------------
 
 def frame(opcode, payload, fin=True, mask=b"\x37\xfa\x21\x3d", form=None):

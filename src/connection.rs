@@ -186,7 +186,18 @@ impl Connection {
         let level = self.level;
         let q = &mut self.out;
         let msg = &out.msg;
-        encode_publish_header(&msg.topic, out.qos, out.retain, dup, packet_id, msg.payload.len(), level, q.tail());
+        // 5.0 extras (alias, expiry, forwarded properties) come with the 5.0 broker.
+        encode_publish_header(
+            &msg.topic,
+            out.qos,
+            out.retain,
+            dup,
+            packet_id,
+            msg.payload.len(),
+            level,
+            None,
+            q.tail(),
+        );
         q.push_shared(&msg.payload);
     }
 

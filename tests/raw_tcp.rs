@@ -80,13 +80,14 @@ fn mqtt_3_1_v31_mqisdp_level_3_accepted() {
 }
 
 #[test]
-fn mqtt_3_1_2_2_protocol_level_5_connack_1_then_close() {
+fn mqtt_3_1_2_2_protocol_level_5_gets_v5_connack_0x84_then_close() {
     let b = TestBroker::start();
     let mut c = b.raw();
     c.send(&ConnectBuilder::new("five").protocol(b"MQTT", 5).build());
     let got = c.expect_closed();
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].bytes, [0x20, 0x02, 0x00, 0x01]);
+    // A 5.0 CONNACK: flags, 0x84 Unsupported Protocol Version, empty properties.
+    assert_eq!(got[0].bytes, [0x20, 0x03, 0x00, 0x84, 0x00]);
 }
 
 #[test]

@@ -635,12 +635,12 @@ fn ws_mqtt_second_connect_sends_close_frame() {
 }
 
 #[test]
-fn ws_mqtt_protocol_level_5_connack_1_then_close() {
+fn ws_mqtt_protocol_level_5_gets_v5_connack_0x84_then_close() {
     let b = TestBroker::start();
     let mut ws = WsRaw::connect(b.ws);
     ws.send_raw(&binary(&ConnectBuilder::new("five").protocol(b"MQTT", 5).build())).unwrap();
     let f = ws.read_frame();
-    assert_eq!((f.opcode, f.masked, &f.payload[..]), (OP_BINARY, false, &[0x20u8, 2, 0, 1][..]));
+    assert_eq!((f.opcode, f.masked, &f.payload[..]), (OP_BINARY, false, &[0x20u8, 3, 0, 0x84, 0][..]));
     let f = ws.read_frame();
     assert_eq!(f.opcode, OP_CLOSE, "{f:?}");
     ws.expect_eof();

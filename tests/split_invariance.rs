@@ -8,8 +8,8 @@
 //! the fuzz targets in fuzz/ explore the same properties open-endedly.
 
 use midge::mqtt::{
-    decode_packet, encode_packet, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel, Publish, QoS,
-    Subscribe, Unsubscribe, Will,
+    decode_packet, encode_packet, Ack, Connack, Connect, ConnectReturnCode, DecodeError, Disconnect, Packet,
+    ProtocolLevel, Publish, QoS, ReasonCode, Suback, Subscribe, Unsuback, Unsubscribe, Will,
 };
 use midge::ws::{FrameDecoder, WsControl, WsError, WsEvent};
 
@@ -105,12 +105,12 @@ fn packet_id(rng: &mut Rng) -> u16 {
     (rng.next() as u16).max(1)
 }
 
-/// Append one valid packet of a random type.
-fn random_packet(rng: &mut Rng, out: &mut Vec<u8>) {
+/// Append one valid packet of a random type, encoded for a session at `level`.
+fn random_packet(rng: &mut Rng, level: ProtocolLevel, out: &mut Vec<u8>) {
     let payload = if rng.chance(8) { rng.up_to(400) } else { rng.up_to(20) };
     let id = packet_id(rng);
     let packet = match rng.below(14) {
-        0 => Packet::Connect(Connect {
+        0 => Packet::Connect(Box::new(Connect {
             level: *rng.pick(&[ProtocolLevel::V31, ProtocolLevel::V311]),
             client_id: CLIENT_IDS[rng.below(CLIENT_IDS.len())],
             clean_session: rng.chance(2),
@@ -120,11 +120,13 @@ fn random_packet(rng: &mut Rng, out: &mut Vec<u8>) {
                 payload: &payload,
                 qos: qos(rng),
                 retain: rng.chance(2),
+                properties: Default::default(),
             }),
             username: rng.chance(2).then_some("user"),
             password: None,
-        }),
-        1 => Packet::Connack { session_present: rng.chance(2), code: ConnectReturnCode::Accepted },
+            properties: Default::default(),
+        })),
+        1 => Packet::Connack(Box::new(Connack::new(rng.chance(2), ConnectReturnCode::Accepted))),
         2 => {
             let q = qos(rng);
             Packet::Publish(Publish {
@@ -134,27 +136,33 @@ fn random_packet(rng: &mut Rng, out: &mut Vec<u8>) {
                 topic: TOPICS[rng.below(TOPICS.len())],
                 packet_id: (q != QoS::AtMostOnce).then_some(id),
                 payload: &payload,
+                properties: Default::default(),
             })
         }
-        3 => Packet::Puback { packet_id: id },
-        4 => Packet::Pubrec { packet_id: id },
-        5 => Packet::Pubrel { packet_id: id },
-        6 => Packet::Pubcomp { packet_id: id },
+        3 => Packet::Puback(Ack::new(id)),
+        4 => Packet::Pubrec(Ack::new(id)),
+        5 => Packet::Pubrel(Ack::new(id)),
+        6 => Packet::Pubcomp(Ack::new(id)),
         7 => Packet::Subscribe(Subscribe {
             packet_id: id,
-            filters: (0..1 + rng.below(3)).map(|_| (FILTERS[rng.below(FILTERS.len())], qos(rng))).collect(),
+            filters: (0..1 + rng.below(3)).map(|_| (FILTERS[rng.below(FILTERS.len())], qos(rng).into())).collect(),
+            properties: Default::default(),
         }),
-        8 => Packet::Suback { packet_id: id, return_codes: vec![0, 1, 2, 0x80][..1 + rng.below(4)].to_vec() },
+        8 => Packet::Suback(Suback::new(
+            id,
+            [0, 1, 2, 0x80][..1 + rng.below(4)].iter().map(|&c| ReasonCode(c)).collect(),
+        )),
         9 => Packet::Unsubscribe(Unsubscribe {
             packet_id: id,
             filters: (0..1 + rng.below(3)).map(|_| FILTERS[rng.below(FILTERS.len())]).collect(),
+            user_properties: Default::default(),
         }),
-        10 => Packet::Unsuback { packet_id: id },
+        10 => Packet::Unsuback(Unsuback::new(id)),
         11 => Packet::Pingreq,
         12 => Packet::Pingresp,
-        _ => Packet::Disconnect,
+        _ => Packet::Disconnect(Disconnect::NORMAL),
     };
-    encode_packet(&packet, ProtocolLevel::V311, out);
+    encode_packet(&packet, level, out);
 }
 
 /// What a connection sees: each packet's size and re-encoding, the error that stopped decoding,
@@ -210,8 +218,10 @@ fn mqtt_stream(rng: &mut Rng) -> Vec<u8> {
         0 => rng.up_to(64),
         kind => {
             let mut stream = Vec::new();
+            // One stream in three is a 5.0 session's (reason codes, property lengths).
+            let level = if rng.chance(3) { ProtocolLevel::V5 } else { ProtocolLevel::V311 };
             for _ in 0..1 + rng.below(6) {
-                random_packet(rng, &mut stream);
+                random_packet(rng, level, &mut stream);
             }
             if kind != 1 {
                 mutate(rng, &mut stream);

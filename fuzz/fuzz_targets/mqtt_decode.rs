@@ -12,7 +12,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use midge::mqtt::{decode_packet, encode_packet, fixed_header, ProtocolLevel};
+use midge::mqtt::{
+    decode_packet, encode_packet, encode_publish_header, fixed_header, Packet, ProtocolLevel, PublishV5Extras, QoS,
+};
 use midge_fuzz::{Input, Splits};
 
 /// The spec's largest packet: 4-byte remaining length plus the fixed header.
@@ -76,7 +78,7 @@ fn consume(buf: &[u8], level: ProtocolLevel, max: usize, d: &mut Decoded) -> usi
         let rest = &buf[pos..];
         match decode_packet(rest, level, max) {
             Ok(None) => {
-                check_incomplete(rest, max);
+                check_incomplete(rest, level, max);
                 return pos;
             }
             Ok(Some((packet, n))) => {
@@ -86,6 +88,9 @@ fn consume(buf: &[u8], level: ProtocolLevel, max: usize, d: &mut Decoded) -> usi
             }
             Err(e) => {
                 check_error(rest, &e, level, max);
+                // Every error has a 5.0 reason code a CONNACK or DISCONNECT can carry.
+                let code = e.reason_code();
+                assert!(code.allowed_in(2) || code.allowed_in(14), "{e:?} maps to {code}");
                 d.error = Some(e);
                 return buf.len();
             }
@@ -94,8 +99,8 @@ fn consume(buf: &[u8], level: ProtocolLevel, max: usize, d: &mut Decoded) -> usi
 }
 
 /// `Ok(None)` means the fixed header or the body is not all there yet.
-fn check_incomplete(buf: &[u8], max: usize) {
-    match fixed_header(buf, max) {
+fn check_incomplete(buf: &[u8], level: ProtocolLevel, max: usize) {
+    match fixed_header(buf, level, max) {
         Ok(None) => {}
         Ok(Some(h)) => assert!(h.header_len + h.remaining_len > buf.len(), "complete packet reported incomplete"),
         Err(e) => panic!("fixed_header says {e:?} but decode_packet wants more bytes"),
@@ -104,9 +109,9 @@ fn check_incomplete(buf: &[u8], max: usize) {
 
 /// A decoded packet: sizes agree with the fixed header, no look-ahead, no early report, and the
 /// encoder round-trips it. Returns its canonical encoding.
-fn check_packet(buf: &[u8], packet: &midge::mqtt::Packet<'_>, n: usize, level: ProtocolLevel, max: usize) -> Vec<u8> {
+fn check_packet(buf: &[u8], packet: &Packet<'_>, n: usize, level: ProtocolLevel, max: usize) -> Vec<u8> {
     assert!(n >= 2 && n <= buf.len() && n <= max, "consumed {n} of {} (max {max})", buf.len());
-    let h = fixed_header(buf, max).expect("decoded packet has a valid fixed header").expect("complete header");
+    let h = fixed_header(buf, level, max).expect("decoded packet has a valid fixed header").expect("complete header");
     assert_eq!(h.header_len + h.remaining_len, n, "decode_packet and fixed_header disagree on size");
 
     // Exactly its own bytes decide the packet.
@@ -118,6 +123,33 @@ fn check_packet(buf: &[u8], packet: &midge::mqtt::Packet<'_>, n: usize, level: P
         }
     }
 
+    // 5.0: what the broker would keep of a PUBLISH (or will) to forward is itself a valid block
+    // of PUBLISH properties, in a PUBLISH that decodes to the same forwarded properties.
+    let mut forwarded = Vec::new();
+    match packet {
+        Packet::Publish(p) => p.properties.forward(&mut forwarded),
+        Packet::Connect(c) => {
+            if let Some(w) = &c.will {
+                w.properties.forward(&mut forwarded);
+            }
+        }
+        _ => {}
+    }
+    if !forwarded.is_empty() {
+        let extras = PublishV5Extras { forwarded: &forwarded, ..Default::default() };
+        let mut out = Vec::new();
+        let v5 = ProtocolLevel::V5;
+        encode_publish_header("t", QoS::AtMostOnce, false, false, None, 0, v5, Some(&extras), &mut out);
+        match decode_packet(&out, v5, SPEC_MAX) {
+            Ok(Some((Packet::Publish(p), _))) => {
+                let mut again = Vec::new();
+                p.properties.forward(&mut again);
+                assert_eq!(again, forwarded, "forwarded properties change when forwarded again");
+            }
+            other => panic!("forwarded properties do not decode: {other:?}"),
+        }
+    }
+
     // Round trip. Encoding appends: a byte already in the buffer must stay.
     let mut encoded = vec![0xAB];
     encode_packet(packet, level, &mut encoded);
@@ -126,7 +158,11 @@ fn check_packet(buf: &[u8], packet: &midge::mqtt::Packet<'_>, n: usize, level: P
     assert!(encoded.len() <= n, "re-encoding ({} bytes) longer than the input ({n})", encoded.len());
     let again = decode_packet(&encoded, level, SPEC_MAX);
     assert_eq!(again, Ok(Some((packet.clone(), encoded.len()))), "re-encoded packet decodes differently");
-    if h.header_len == 1 + remaining_len_bytes(h.remaining_len) {
+    // At 5.0 the encoder writes properties in its own order, leaves out ones at their default
+    // and uses the short ack forms, so only the packet (above) must survive the round trip.
+    // A CONNECT carries its own level, so a 5.0 one can come at any session level.
+    let v5 = level == ProtocolLevel::V5 || matches!(packet, Packet::Connect(c) if c.level == ProtocolLevel::V5);
+    if h.header_len == 1 + remaining_len_bytes(h.remaining_len) && !v5 {
         assert_eq!(encoded, &buf[..n], "canonical input does not re-encode to itself");
     }
     encoded
@@ -135,7 +171,7 @@ fn check_packet(buf: &[u8], packet: &midge::mqtt::Packet<'_>, n: usize, level: P
 /// An error is reported from the fixed header alone, or once the whole packet is there, and
 /// the same error again with nothing after the packet.
 fn check_error(buf: &[u8], e: &midge::mqtt::DecodeError, level: ProtocolLevel, max: usize) {
-    match fixed_header(buf, max) {
+    match fixed_header(buf, level, max) {
         Err(fe) => assert_eq!(&fe, e, "fixed_header and decode_packet report different header errors"),
         Ok(None) => panic!("decode_packet reported {e:?} before the fixed header was complete"),
         Ok(Some(h)) => {

@@ -10,7 +10,7 @@ use log::debug;
 use super::{CloseReason, Core, ProtocolError};
 use crate::buffer::OutQueue;
 use crate::connection::Phase;
-use crate::mqtt::{decode_packet, fixed_header, ConnectReturnCode, DecodeError, Packet};
+use crate::mqtt::{decode_packet, fixed_header, Connack, ConnectReturnCode, DecodeError, Packet};
 use crate::transport::{TransportError, Upper};
 
 /// A partial packet this large is only buffered while `memory_limit` has room for it.
@@ -162,10 +162,7 @@ impl Core {
                     debug!("Client from {} asked for protocol level {l}", conn.peer);
                     self.send(
                         token,
-                        &Packet::Connack {
-                            session_present: false,
-                            code: ConnectReturnCode::UnacceptableProtocolVersion,
-                        },
+                        &Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::UnacceptableProtocolVersion))),
                     );
                     self.close(token, CloseReason::ConnectRefused(ConnectReturnCode::UnacceptableProtocolVersion));
                     return buf.len();
@@ -184,7 +181,8 @@ impl Core {
     /// reached, close the connection instead. Returns whether it did.
     #[cold]
     fn refuse_large_partial(&mut self, token: usize, partial: &[u8], max: usize) -> bool {
-        let Ok(Some(h)) = fixed_header(partial, max) else { return false };
+        let level = self.conns.get(token).map_or(crate::mqtt::ProtocolLevel::V311, |c| c.level);
+        let Ok(Some(h)) = fixed_header(partial, level, max) else { return false };
         if h.header_len + h.remaining_len <= LARGE_PARTIAL || !self.memory_full() {
             return false;
         }

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use super::tests::{decode, publish_of, Harness};
 use super::*;
-use crate::mqtt::{encode_packet, Connect, Packet, ProtocolLevel, QoS, Subscribe, Will, SUBACK_FAILURE};
+use crate::mqtt::{
+    encode_packet, Ack, Connack, Connect, Packet, ProtocolLevel, QoS, Subscribe, SubscriptionOptions, Will,
+    SUBACK_FAILURE,
+};
 
 fn suback_codes(bytes: &[u8]) -> Vec<u8> {
     match decode(bytes) {
-        Packet::Suback { return_codes, .. } => return_codes,
+        Packet::Suback(s) => s.reason_codes.iter().map(|c| c.0).collect(),
         other => panic!("expected SUBACK, got {other:?}"),
     }
 }
@@ -22,13 +25,27 @@ fn encoded(packet: &Packet<'_>) -> Vec<u8> {
 }
 
 fn publish0(topic: &str, payload: &[u8]) -> Vec<u8> {
-    let p = crate::mqtt::Publish { dup: false, qos: QoS::AtMostOnce, retain: false, topic, packet_id: None, payload };
+    let p = crate::mqtt::Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic,
+        packet_id: None,
+        payload,
+        properties: Default::default(),
+    };
     encoded(&Packet::Publish(p))
 }
 
 fn connect_with_will(h: &mut Harness, id: &str, will_topic: &str) -> usize {
     let t = h.open();
-    let will = Will { topic: will_topic, payload: b"gone", qos: QoS::AtMostOnce, retain: false };
+    let will = Will {
+        topic: will_topic,
+        payload: b"gone",
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    };
     let c = Connect {
         level: ProtocolLevel::V311,
         client_id: id,
@@ -37,8 +54,9 @@ fn connect_with_will(h: &mut Harness, id: &str, will_topic: &str) -> usize {
         will: Some(will),
         username: None,
         password: None,
+        properties: Default::default(),
     };
-    h.send(t, &Packet::Connect(c));
+    h.send(t, &Packet::Connect(Box::new(c)));
     h.received(t);
     t
 }
@@ -86,12 +104,23 @@ fn subscribe_amplification_filter_over_max_topic_levels_refused_0x80() {
     let mut h = Harness::new();
     let (t, _) = h.connect("amp", true);
     let deep = format!("f1{}", "/".repeat(4000));
-    let s = Subscribe { packet_id: 1, filters: vec![(deep.as_str(), QoS::AtMostOnce), ("ok/+", QoS::AtLeastOnce)] };
+    let s = Subscribe {
+        packet_id: 1,
+        filters: vec![(deep.as_str(), QoS::AtMostOnce.into()), ("ok/+", QoS::AtLeastOnce.into())],
+        properties: Default::default(),
+    };
     h.send(t, &Packet::Subscribe(s));
     assert_eq!(suback_codes(&h.received(t)[0]), vec![SUBACK_FAILURE, 1]);
     assert_eq!(h.core.router.node_count(), 3, "only the accepted filter built trie nodes");
     let max = format!("f{}", "/x".repeat(199)); // exactly 200 levels
-    h.send(t, &Packet::Subscribe(Subscribe { packet_id: 2, filters: vec![(max.as_str(), QoS::AtMostOnce)] }));
+    h.send(
+        t,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 2,
+            filters: vec![(max.as_str(), QoS::AtMostOnce.into())],
+            properties: Default::default(),
+        }),
+    );
     assert_eq!(suback_codes(&h.received(t)[0]), vec![0], "200 levels are allowed, as in mosquitto");
 }
 
@@ -112,14 +141,15 @@ fn max_subscriptions_and_max_subscribe_filters_answer_0x80() {
         c.max_subscribe_filters = 4;
     });
     let (t, _) = h.connect("many", true);
-    let filters = vec![("a", QoS::AtMostOnce), ("b", QoS::AtMostOnce), ("c", QoS::AtMostOnce), ("d", QoS::AtMostOnce)];
+    let q0 = SubscriptionOptions::qos(QoS::AtMostOnce);
+    let filters = vec![("a", q0), ("b", q0), ("c", q0), ("d", q0)];
     let mut five = filters.clone();
-    five.push(("e", QoS::AtMostOnce));
-    h.send(t, &Packet::Subscribe(Subscribe { packet_id: 1, filters: five }));
+    five.push(("e", q0));
+    h.send(t, &Packet::Subscribe(Subscribe { packet_id: 1, filters: five, properties: Default::default() }));
     assert_eq!(suback_codes(&h.received(t)[0]), vec![0, 0, 0, SUBACK_FAILURE, SUBACK_FAILURE]);
     // At the limit, re-subscribing to a held filter still works (it replaces, 3.8.4).
-    let again = vec![("b", QoS::ExactlyOnce)];
-    h.send(t, &Packet::Subscribe(Subscribe { packet_id: 2, filters: again }));
+    let again = vec![("b", QoS::ExactlyOnce.into())];
+    h.send(t, &Packet::Subscribe(Subscribe { packet_id: 2, filters: again, properties: Default::default() }));
     assert_eq!(suback_codes(&h.received(t)[0]), vec![2]);
 }
 
@@ -130,7 +160,7 @@ fn message_size_limit_acknowledged_and_dropped() {
     h.subscribe(s, "t", QoS::AtLeastOnce);
     let (p, _) = h.connect("p", true);
     h.publish(p, "t", b"this payload is too long", QoS::AtLeastOnce, 7, false);
-    assert_eq!(decode(&h.received(p)[0]), Packet::Puback { packet_id: 7 });
+    assert_eq!(decode(&h.received(p)[0]), Packet::Puback(Ack::new(7)));
     assert!(h.received(s).is_empty());
     h.publish(p, "t", b"short", QoS::AtLeastOnce, 8, false);
     assert_eq!(publish_of(&h.received(s)[0]).payload, b"short");
@@ -239,7 +269,7 @@ fn persistent_client_expiration_removes_offline_sessions() {
     assert_eq!(h.core.session_count(), 0, "expired");
     assert_eq!(h.core.router.node_count(), 1, "its subscriptions are gone from the trie");
     let (_, out) = h.connect("sensor", false);
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
 }
 
 #[test]
@@ -249,7 +279,7 @@ fn reconnect_within_expiration_keeps_the_session() {
     h.core.handle_hangup(t, None);
     h.now += Duration::from_secs(30);
     let (_, out) = h.connect("sensor", false);
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: true, code: ConnectReturnCode::Accepted });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(true, ConnectReturnCode::Accepted))));
     h.core.handle_timeouts(h.now + Duration::from_secs(45));
     assert_eq!(h.core.session_count(), 1, "the old expiry entry is stale once reconnected");
 }
@@ -286,7 +316,7 @@ fn listener_at_max_connections_refuses_more() {
 fn refused_connect_lingers_then_finishes() {
     let mut h = Harness::with(|c| c.allow_anonymous = false);
     let (t, out) = h.connect("nobody", true);
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::NotAuthorized });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::NotAuthorized))));
     assert!(h.core.is_lingering(t), "kept to deliver the CONNACK");
     h.core.handle_timeouts(h.now + LINGER + Duration::from_millis(1));
     assert_eq!(h.core.poll_finished().map(|f| f.token()), Some(t));
@@ -300,18 +330,25 @@ fn memory_limit_refuses_clients_qos0_and_qos1() {
     let (p, _) = h.connect("p", true);
     h.core.limits.memory_limit = Some(1);
     let (c, out) = h.connect("late", true);
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::ServerUnavailable });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::ServerUnavailable))));
     assert!(h.is_closed(c));
     h.publish(p, "t", b"q0", QoS::AtMostOnce, 0, false);
     assert!(h.received(s).is_empty(), "QoS 0 dropped");
-    h.send(s, &Packet::Subscribe(Subscribe { packet_id: 2, filters: vec![("u", QoS::AtMostOnce)] }));
+    h.send(
+        s,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 2,
+            filters: vec![("u", QoS::AtMostOnce.into())],
+            properties: Default::default(),
+        }),
+    );
     assert_eq!(suback_codes(&h.received(s)[0]), vec![SUBACK_FAILURE]);
     h.publish(p, "t", b"q1", QoS::AtLeastOnce, 3, false);
     assert!(h.received(p).is_empty(), "no PUBACK: the client keeps the message");
     assert!(h.is_closed(p));
     h.core.limits.memory_limit = None;
     let (_, out) = h.connect("later", true);
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
 }
 
 #[test]
@@ -324,7 +361,14 @@ fn retained_messages_for_a_wildcard_come_from_its_branch_only() {
     h.publish(p, "dev/1/t", b"a", QoS::AtMostOnce, 0, true);
     h.publish(p, "dev/2/t", b"b", QoS::AtMostOnce, 0, true);
     let (s, _) = h.connect("s", true);
-    h.send(s, &Packet::Subscribe(Subscribe { packet_id: 1, filters: vec![("dev/+/t", QoS::AtMostOnce)] }));
+    h.send(
+        s,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![("dev/+/t", QoS::AtMostOnce.into())],
+            properties: Default::default(),
+        }),
+    );
     let out = h.received(s);
     assert_eq!(out.len(), 3, "SUBACK and the two retained messages");
     assert_eq!(h.core.retained_count(), 1002);

@@ -85,6 +85,9 @@ pub enum ProtocolError {
     SecondConnect,
     /// A packet only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP).
     ServerOnlyPacket(&'static str),
+    /// 5.0, 4.12: AUTH from a client whose CONNECT named no Authentication Method (only a 5.0
+    /// session decodes AUTH).
+    UnexpectedAuth,
     /// A PUBLISH (or will) topic over `max_topic_levels` levels or `max_topic_length` bytes.
     TopicTooLong {
         levels: usize,
@@ -99,6 +102,7 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::FirstPacketNotConnect => write!(f, "first packet is not CONNECT"),
             ProtocolError::SecondConnect => write!(f, "second CONNECT"),
             ProtocolError::ServerOnlyPacket(p) => write!(f, "client sent {p}"),
+            ProtocolError::UnexpectedAuth => write!(f, "AUTH without an authentication method"),
             ProtocolError::TopicTooLong { levels, bytes } => {
                 write!(f, "topic of {levels} levels and {bytes} bytes exceeds the configured limits")
             }

@@ -11,7 +11,8 @@ use crate::auth::acl::Access;
 use crate::auth::security::Credentials;
 use crate::connection::{keep_alive_grace, Connection, LastPublish, Phase};
 use crate::mqtt::{
-    encode_packet, Connect, ConnectReturnCode, Packet, Publish, QoS, Subscribe, Unsubscribe, SUBACK_FAILURE,
+    encode_packet, Ack, Connack, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, ReasonCode, Suback,
+    Subscribe, Unsuback, Unsubscribe,
 };
 use crate::router::{Message, Subscriber};
 use crate::session::{InflightState, Outgoing, Session};
@@ -67,7 +68,7 @@ impl Core {
             None => return Ok(()),
             Some(Phase::AwaitConnect) => {
                 return match packet {
-                    Packet::Connect(c) => self.on_connect(token, c, now),
+                    Packet::Connect(c) => self.on_connect(token, *c, now),
                     _ => Err(CloseReason::Protocol(ProtocolError::FirstPacketNotConnect)),
                 };
             }
@@ -76,7 +77,7 @@ impl Core {
         let server_only = |name| Err(CloseReason::Protocol(ProtocolError::ServerOnlyPacket(name)));
         match packet {
             Packet::Publish(p) => self.on_publish(token, session, p),
-            Packet::Puback { packet_id } => {
+            Packet::Puback(Ack { packet_id, .. }) => {
                 if let Some(s) = self.sessions.get_mut(session) {
                     if s.puback(packet_id) {
                         self.fill_window(session);
@@ -84,21 +85,21 @@ impl Core {
                 }
                 Ok(())
             }
-            Packet::Pubrec { packet_id } => {
+            Packet::Pubrec(Ack { packet_id, .. }) => {
                 if self.sessions.get_mut(session).is_some_and(|s| s.pubrec(packet_id)) {
-                    self.send(token, &Packet::Pubrel { packet_id });
+                    self.send(token, &Packet::Pubrel(Ack::new(packet_id)));
                 }
                 Ok(())
             }
-            Packet::Pubrel { packet_id } => {
+            Packet::Pubrel(Ack { packet_id, .. }) => {
                 if let Some(s) = self.sessions.get_mut(session) {
                     s.release_qos2(packet_id);
                 }
                 // 4.3.3: PUBCOMP answers every PUBREL, known id or not.
-                self.send(token, &Packet::Pubcomp { packet_id });
+                self.send(token, &Packet::Pubcomp(Ack::new(packet_id)));
                 Ok(())
             }
-            Packet::Pubcomp { packet_id } => {
+            Packet::Pubcomp(Ack { packet_id, .. }) => {
                 if self.sessions.get_mut(session).is_some_and(|s| s.pubcomp(packet_id)) {
                     self.fill_window(session);
                 }
@@ -116,23 +117,31 @@ impl Core {
                 self.send(token, &Packet::Pingresp);
                 Ok(())
             }
-            Packet::Disconnect => Err(CloseReason::ClientDisconnect),
+            Packet::Disconnect(_) => Err(CloseReason::ClientDisconnect),
+            // Only a 5.0 session decodes AUTH, and 5.0 CONNECTs are refused for now.
+            Packet::Auth(_) => Err(CloseReason::Protocol(ProtocolError::UnexpectedAuth)),
             Packet::Connect(_) => Err(CloseReason::Protocol(ProtocolError::SecondConnect)),
-            Packet::Connack { .. } => server_only("CONNACK"),
-            Packet::Suback { .. } => server_only("SUBACK"),
-            Packet::Unsuback { .. } => server_only("UNSUBACK"),
+            Packet::Connack(_) => server_only("CONNACK"),
+            Packet::Suback(_) => server_only("SUBACK"),
+            Packet::Unsuback(_) => server_only("UNSUBACK"),
             Packet::Pingresp => server_only("PINGRESP"),
         }
     }
 
     fn refuse_connect(&mut self, token: usize, code: ConnectReturnCode) -> Result<(), CloseReason> {
-        self.send(token, &Packet::Connack { session_present: false, code });
+        self.send(token, &Packet::Connack(Box::new(Connack::new(false, code))));
         Err(CloseReason::ConnectRefused(code))
     }
 
     fn on_connect(&mut self, token: usize, c: Connect<'_>, now: Instant) -> Result<(), CloseReason> {
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.level = c.level;
+        // The codec speaks 5.0, the broker not yet: refuse it with a 5.0 CONNACK 0x84
+        // Unsupported Protocol Version ([MQTT-3.1.2-2] allows it), encoded at the client's level.
+        if c.level == ProtocolLevel::V5 {
+            log::debug!("Client from {} asked for protocol level 5", conn.peer);
+            return self.refuse_connect(token, ConnectReturnCode::UnacceptableProtocolVersion);
+        }
         let listener = conn.listener;
         let identity = conn.identity.take();
         let Some(security) = self.security_of(listener) else { return Ok(()) };
@@ -241,7 +250,7 @@ impl Core {
         if c.keep_alive != 0 && timer_at.is_none_or(|at| keep_alive_at < at) {
             self.arm_timer(token, keep_alive_at);
         }
-        self.send(token, &Packet::Connack { session_present: present, code: ConnectReturnCode::Accepted });
+        self.send(token, &Packet::Connack(Box::new(Connack::new(present, ConnectReturnCode::Accepted))));
         if present {
             self.resume_session(token, session);
         }
@@ -290,7 +299,7 @@ impl Core {
                 }
                 _ => {
                     let level = conn.level;
-                    encode_packet(&Packet::Pubrel { packet_id: f.packet_id }, level, conn.out.tail());
+                    encode_packet(&Packet::Pubrel(Ack::new(f.packet_id)), level, conn.out.tail());
                 }
             }
         }
@@ -324,7 +333,7 @@ impl Core {
             let first = self.sessions.get_mut(session).is_some_and(|s| s.receive_qos2(id));
             if !first {
                 // Duplicate of a message already delivered (4.3.3): acknowledge, do not deliver.
-                self.send(token, &Packet::Pubrec { packet_id: id });
+                self.send(token, &Packet::Pubrec(Ack::new(id)));
                 return Ok(());
             }
         }
@@ -433,8 +442,8 @@ impl Core {
 
     fn ack_publish(&mut self, token: usize, p: &Publish<'_>) {
         match (p.qos, p.packet_id) {
-            (QoS::AtLeastOnce, Some(packet_id)) => self.send(token, &Packet::Puback { packet_id }),
-            (QoS::ExactlyOnce, Some(packet_id)) => self.send(token, &Packet::Pubrec { packet_id }),
+            (QoS::AtLeastOnce, Some(packet_id)) => self.send(token, &Packet::Puback(Ack::new(packet_id))),
+            (QoS::ExactlyOnce, Some(packet_id)) => self.send(token, &Packet::Pubrec(Ack::new(packet_id))),
             _ => {}
         }
     }
@@ -575,9 +584,10 @@ impl Core {
     /// session's set); the others get 0x80. Retained messages follow the SUBACK.
     fn on_subscribe(&mut self, token: usize, slot: usize, s: Subscribe<'_>) {
         let memory_full = self.memory_full();
-        let mut return_codes = Vec::with_capacity(s.filters.len());
+        let mut reason_codes = Vec::with_capacity(s.filters.len());
         let mut granted: Vec<(&str, QoS)> = Vec::with_capacity(s.filters.len());
-        for (i, &(filter, qos)) in s.filters.iter().enumerate() {
+        for (i, &(filter, options)) in s.filters.iter().enumerate() {
+            let qos = options.qos;
             let refusal = if i >= self.limits.max_subscribe_filters {
                 Some((warned::FILTERS, "more filters in one SUBSCRIBE than max_subscribe_filters"))
             } else if !self.topic_within_limits(filter) {
@@ -593,17 +603,17 @@ impl Core {
             };
             if let Some((mark, why)) = refusal {
                 self.warn_once(token, mark, format_args!("subscription to {filter:?} refused: {why}."));
-                return_codes.push(SUBACK_FAILURE);
+                reason_codes.push(ReasonCode::UNSPECIFIED_ERROR);
                 continue;
             }
             self.router.subscribe(filter, Subscriber { session: slot, qos });
             if let Some(session) = self.sessions.get_mut(slot) {
                 session.subscriptions.insert(filter, qos);
             }
-            return_codes.push(qos as u8);
+            reason_codes.push(ReasonCode::granted(qos));
             granted.push((filter, qos));
         }
-        self.send(token, &Packet::Suback { packet_id: s.packet_id, return_codes });
+        self.send(token, &Packet::Suback(Suback::new(s.packet_id, reason_codes)));
         // 3.3.1-6: retained messages matching a new subscription follow the SUBACK, retain set.
         let mut retained = Vec::new();
         for (filter, qos) in granted {
@@ -627,7 +637,7 @@ impl Core {
                 self.router.unsubscribe(filter, slot);
             }
         }
-        self.send(token, &Packet::Unsuback { packet_id: u.packet_id });
+        self.send(token, &Packet::Unsuback(Unsuback::new(u.packet_id)));
     }
 }
 

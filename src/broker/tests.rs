@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::connection::Connection;
 use crate::mqtt::{
-    decode_packet, encode_packet, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, Subscribe,
-    Unsubscribe, Will,
+    decode_packet, encode_packet, Ack, Connack, Connect, ConnectReturnCode, Disconnect, Packet, ProtocolLevel, Publish,
+    QoS, ReasonCode, Suback, Subscribe, Unsubscribe, Will,
 };
 use crate::session::Session;
 use crate::transport::Transport;
@@ -108,8 +108,9 @@ impl Harness {
             will: None,
             username: None,
             password: None,
+            properties: Default::default(),
         };
-        self.send(t, &Packet::Connect(c));
+        self.send(t, &Packet::Connect(Box::new(c)));
         let out = self.received(t);
         (t, out)
     }
@@ -133,7 +134,12 @@ impl Harness {
         }
         let mut packets = Vec::new();
         let mut pos = 0;
-        while let Ok(Some((_, n))) = decode_packet(&wire[pos..], ProtocolLevel::V311, MAX) {
+        // 3.1.1 packets, or the 5.0 CONNACK that refuses a 5.0 client.
+        let size = |rest: &[u8]| match decode_packet(rest, ProtocolLevel::V311, MAX) {
+            Ok(Some((_, n))) => Some(n),
+            _ => decode_packet(rest, ProtocolLevel::V5, MAX).ok().flatten().map(|(_, n)| n),
+        };
+        while let Some(n) = size(&wire[pos..]) {
             packets.push(wire[pos..pos + n].to_vec());
             pos += n;
         }
@@ -146,14 +152,32 @@ impl Harness {
     }
 
     pub fn subscribe(&mut self, token: usize, filter: &str, qos: QoS) {
-        self.send(token, &Packet::Subscribe(Subscribe { packet_id: 1, filters: vec![(filter, qos)] }));
+        self.send(
+            token,
+            &Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                filters: vec![(filter, qos.into())],
+                properties: Default::default(),
+            }),
+        );
         let acks = self.received(token);
-        assert_eq!(decode(&acks[0]), Packet::Suback { packet_id: 1, return_codes: vec![qos as u8] });
+        assert_eq!(decode(&acks[0]), Packet::Suback(Suback::new(1, vec![ReasonCode::granted(qos)])));
     }
 
     pub fn publish(&mut self, token: usize, topic: &str, payload: &[u8], qos: QoS, id: u16, retain: bool) {
         let packet_id = if qos == QoS::AtMostOnce { None } else { Some(id) };
-        self.send(token, &Packet::Publish(Publish { dup: false, qos, retain, topic, packet_id, payload }));
+        self.send(
+            token,
+            &Packet::Publish(Publish {
+                dup: false,
+                qos,
+                retain,
+                topic,
+                packet_id,
+                payload,
+                properties: Default::default(),
+            }),
+        );
     }
 }
 
@@ -180,7 +204,7 @@ fn mqtt_3_1_0_1_first_packet_must_be_connect() {
 fn mqtt_3_1_0_2_second_connect_closes() {
     let mut h = Harness::new();
     let (t, out) = h.connect("a", true);
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
     let c = Connect {
         level: ProtocolLevel::V311,
         client_id: "a",
@@ -189,23 +213,35 @@ fn mqtt_3_1_0_2_second_connect_closes() {
         will: None,
         username: None,
         password: None,
+        properties: Default::default(),
     };
-    h.send(t, &Packet::Connect(c));
+    h.send(t, &Packet::Connect(Box::new(c)));
     assert!(h.is_closed(t));
 }
 
 #[test]
-fn mqtt_3_1_2_2_level_5_gets_connack_1_then_close() {
+fn mqtt_3_1_2_2_level_5_gets_v5_connack_0x84_then_close() {
     let mut h = Harness::new();
     let t = h.open();
     // CONNECT, protocol MQTT level 5, properties length 0.
     let bytes = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0];
     h.input(t, &bytes, h.now);
     let out = h.received(t);
-    assert_eq!(
-        decode(&out[0]),
-        Packet::Connack { session_present: false, code: ConnectReturnCode::UnacceptableProtocolVersion }
-    );
+    // A 5.0 CONNACK: flags, reason code 0x84 Unsupported Protocol Version, no properties.
+    assert_eq!(out[0], [0x20, 3, 0, 0x84, 0]);
+    let (p, _) = decode_packet(&out[0], ProtocolLevel::V5, MAX).unwrap().unwrap();
+    assert_eq!(p, Packet::Connack(Box::new(Connack::new(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION))));
+    assert!(h.is_closed(t));
+}
+
+#[test]
+fn mqtt_3_1_2_2_unknown_level_gets_connack_1_then_close() {
+    let mut h = Harness::new();
+    let t = h.open();
+    let bytes = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 60, 0, 0];
+    h.input(t, &bytes, h.now);
+    let out = h.received(t);
+    assert_eq!(out[0], [0x20, 2, 0, 1]);
     assert!(h.is_closed(t));
 }
 
@@ -213,13 +249,10 @@ fn mqtt_3_1_2_2_level_5_gets_connack_1_then_close() {
 fn mqtt_3_1_3_8_empty_client_id_without_clean_session_rejected() {
     let mut h = Harness::new();
     let (t, out) = h.connect("", false);
-    assert_eq!(
-        decode(&out[0]),
-        Packet::Connack { session_present: false, code: ConnectReturnCode::IdentifierRejected }
-    );
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::IdentifierRejected))));
     assert!(h.is_closed(t));
     let (t, out) = h.connect("", true);
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
     assert!(!h.is_closed(t));
 }
 
@@ -259,10 +292,10 @@ fn mqtt_4_3_3_duplicate_qos2_publish_not_delivered_twice() {
     h.publish(p, "q", b"once", QoS::ExactlyOnce, 9, false);
     h.publish(p, "q", b"once", QoS::ExactlyOnce, 9, false);
     let acks = h.received(p);
-    assert_eq!(acks.iter().map(|a| decode(a)).collect::<Vec<_>>(), vec![Packet::Pubrec { packet_id: 9 }; 2]);
+    assert_eq!(acks.iter().map(|a| decode(a)).collect::<Vec<_>>(), vec![Packet::Pubrec(Ack::new(9)); 2]);
     assert_eq!(h.received(s).len(), 1);
-    h.send(p, &Packet::Pubrel { packet_id: 9 });
-    assert_eq!(decode(&h.received(p)[0]), Packet::Pubcomp { packet_id: 9 });
+    h.send(p, &Packet::Pubrel(Ack::new(9)));
+    assert_eq!(decode(&h.received(p)[0]), Packet::Pubcomp(Ack::new(9)));
     // After PUBREL the id is free again: a new message with it is delivered.
     h.publish(p, "q", b"again", QoS::ExactlyOnce, 9, false);
     assert_eq!(h.received(s).len(), 1);
@@ -276,9 +309,9 @@ fn mqtt_4_3_3_outbound_qos2_flow() {
     let (p, _) = h.connect("p", true);
     h.publish(p, "q", b"m", QoS::ExactlyOnce, 1, false);
     let id = publish_of(&h.received(s)[0]).packet_id.unwrap();
-    h.send(s, &Packet::Pubrec { packet_id: id });
-    assert_eq!(decode(&h.received(s)[0]), Packet::Pubrel { packet_id: id });
-    h.send(s, &Packet::Pubcomp { packet_id: id });
+    h.send(s, &Packet::Pubrec(Ack::new(id)));
+    assert_eq!(decode(&h.received(s)[0]), Packet::Pubrel(Ack::new(id)));
+    h.send(s, &Packet::Pubcomp(Ack::new(id)));
     let slot = h.core.client_ids["s"];
     assert!(h.core.sessions.get(slot).unwrap().inflight.is_empty());
 }
@@ -302,7 +335,7 @@ fn inflight_window_holds_back_then_releases_in_order() {
     let mut pending: Vec<u16> = first.iter().map(|b| publish_of(b).packet_id.unwrap()).collect();
     while let Some(id) = pending.first().copied() {
         pending.remove(0);
-        h.send(s, &Packet::Puback { packet_id: id });
+        h.send(s, &Packet::Puback(Ack::new(id)));
         for b in h.received(s) {
             let p = publish_of(&b);
             seen.push(p.payload[0]);
@@ -327,7 +360,7 @@ fn persistent_session_queues_while_offline_and_resends_inflight_with_dup() {
     }
     h.publish(p, "q", b"qos0 dropped while offline", QoS::AtMostOnce, 0, false);
     let (s2, out) = h.connect("persist", false);
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: true, code: ConnectReturnCode::Accepted });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(true, ConnectReturnCode::Accepted))));
     let resent = publish_of(&out[1]);
     assert!(resent.dup, "4.4: re-sent PUBLISH has DUP set");
     assert_eq!(resent.payload, b"0");
@@ -344,7 +377,7 @@ fn clean_session_discards_previous_state() {
     h.subscribe(s, "q", QoS::AtLeastOnce);
     h.core.handle_hangup(s, None);
     let (s, out) = h.connect("c", true);
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: false, code: ConnectReturnCode::Accepted });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::Accepted))));
     let (p, _) = h.connect("p", true);
     h.publish(p, "q", b"x", QoS::AtLeastOnce, 1, false);
     assert!(h.received(s).is_empty(), "old subscription is gone");
@@ -357,7 +390,7 @@ fn mqtt_3_1_4_2_takeover_closes_first_connection() {
     let (b, out) = h.connect("same", false);
     assert!(h.is_closed(a));
     assert!(!h.is_closed(b));
-    assert_eq!(decode(&out[0]), Packet::Connack { session_present: true, code: ConnectReturnCode::Accepted });
+    assert_eq!(decode(&out[0]), Packet::Connack(Box::new(Connack::new(true, ConnectReturnCode::Accepted))));
 }
 
 #[test]
@@ -373,13 +406,20 @@ fn will_published_on_abnormal_close_not_on_disconnect() {
             client_id: id,
             clean_session: true,
             keep_alive: 0,
-            will: Some(Will { topic: &topic, payload: b"gone", qos: QoS::AtLeastOnce, retain: false }),
+            will: Some(Will {
+                topic: &topic,
+                payload: b"gone",
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Default::default(),
+            }),
             username: None,
             password: None,
+            properties: Default::default(),
         };
-        h.send(t, &Packet::Connect(c));
+        h.send(t, &Packet::Connect(Box::new(c)));
         if graceful {
-            h.send(t, &Packet::Disconnect);
+            h.send(t, &Packet::Disconnect(Disconnect::NORMAL));
         } else {
             h.core.handle_hangup(t, Some(std::io::ErrorKind::ConnectionReset));
         }
@@ -395,9 +435,16 @@ fn mqtt_3_3_1_retained_delivered_on_subscribe_and_cleared_by_empty_payload() {
     let (p, _) = h.connect("p", true);
     h.publish(p, "r/1", b"keep", QoS::AtLeastOnce, 1, true);
     let (s, _) = h.connect("s", true);
-    h.send(s, &Packet::Subscribe(Subscribe { packet_id: 3, filters: vec![("r/+", QoS::AtMostOnce)] }));
+    h.send(
+        s,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 3,
+            filters: vec![("r/+", QoS::AtMostOnce.into())],
+            properties: Default::default(),
+        }),
+    );
     let got = h.received(s);
-    assert!(matches!(decode(&got[0]), Packet::Suback { .. }), "SUBACK precedes retained messages");
+    assert!(matches!(decode(&got[0]), Packet::Suback(_)), "SUBACK precedes retained messages");
     let r = publish_of(&got[1]);
     assert!(r.retain && r.payload == b"keep" && r.qos == QoS::AtMostOnce);
     // Live delivery to an existing subscription has retain cleared (3.3.1-9).
@@ -405,7 +452,14 @@ fn mqtt_3_3_1_retained_delivered_on_subscribe_and_cleared_by_empty_payload() {
     let live = h.received(s);
     assert!(!publish_of(&live[0]).retain);
     let (s2, _) = h.connect("s2", true);
-    h.send(s2, &Packet::Subscribe(Subscribe { packet_id: 3, filters: vec![("r/+", QoS::AtMostOnce)] }));
+    h.send(
+        s2,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 3,
+            filters: vec![("r/+", QoS::AtMostOnce.into())],
+            properties: Default::default(),
+        }),
+    );
     assert_eq!(h.received(s2).len(), 1, "only the SUBACK: retained message was cleared");
 }
 
@@ -420,11 +474,18 @@ fn keepalive_timeout_closes_and_publishes_will() {
         client_id: "sleepy",
         clean_session: true,
         keep_alive: 2,
-        will: Some(Will { topic: "w", payload: b"timeout", qos: QoS::AtMostOnce, retain: false }),
+        will: Some(Will {
+            topic: "w",
+            payload: b"timeout",
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+        }),
         username: None,
         password: None,
+        properties: Default::default(),
     };
-    h.send(t, &Packet::Connect(c));
+    h.send(t, &Packet::Connect(Box::new(c)));
     let at = h.core.poll_timeout().unwrap();
     h.core.handle_timeouts(h.now + Duration::from_millis(2900));
     assert!(!h.is_closed(t), "1.5 x keep alive not reached yet");
@@ -458,6 +519,7 @@ fn packet_split_across_reads_is_reassembled() {
             topic: "t",
             packet_id: None,
             payload: &[i; 300],
+            properties: Default::default(),
         };
         encode_packet(&Packet::Publish(publish), ProtocolLevel::V311, &mut bytes);
     }
@@ -506,7 +568,10 @@ fn route_cache_follows_subscription_changes() {
     h.subscribe(s, "t", QoS::AtMostOnce);
     h.publish(p, "t", b"one", QoS::AtMostOnce, 0, false);
     assert_eq!(publish_of(&h.received(s)[0]).payload, b"one", "new subscriber seen despite cache");
-    h.send(s, &Packet::Unsubscribe(Unsubscribe { packet_id: 2, filters: vec!["t"] }));
+    h.send(
+        s,
+        &Packet::Unsubscribe(Unsubscribe { packet_id: 2, filters: vec!["t"], user_properties: Default::default() }),
+    );
     h.received(s);
     h.publish(p, "t", b"two", QoS::AtMostOnce, 0, false);
     assert!(h.received(s).is_empty(), "unsubscribed session not served from cache");

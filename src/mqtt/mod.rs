@@ -2,13 +2,25 @@
 //!
 //! Decoding borrows from the caller's buffer (topics, payloads and strings are slices of it), so the
 //! broker copies a PUBLISH payload exactly once: into the shared message every subscriber gets.
-//! The protocol level is an input to both directions so MQTT 5.0 (properties, reason codes) can
-//! slot into the same functions without changing their callers.
+//! The protocol level is an input to both directions: 3.1 and 3.1.1 decode without touching any
+//! 5.0 code, and 5.0 (properties, reason codes, AUTH) goes through the same functions with its
+//! property blocks validated in one pass and kept borrowed (`properties`, `reason`).
 
 mod codec;
+mod codec_v5;
+mod error;
+pub mod properties;
+mod property_sets;
+pub mod reason;
 pub mod topic;
 
-pub use codec::{decode_packet, encode_packet, encode_publish_header, fixed_header, FixedHeader};
+pub use codec::{decode_packet, encode_packet, encode_publish_header, fixed_header, FixedHeader, PublishV5Extras};
+pub use error::DecodeError;
+pub use properties::{
+    AckProperties, AuthProperties, ConnackProperties, ConnectProperties, DisconnectProperties, PublishProperties,
+    SubscribeProperties, SubscriptionIdentifiers, UserProperties, WillProperties,
+};
+pub use reason::ReasonCode;
 
 /// Quality of service of a PUBLISH or of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,8 +60,50 @@ pub enum ConnectReturnCode {
     NotAuthorized = 5,
 }
 
-/// Return code for one filter in SUBACK: granted QoS, or 0x80 failure.
+/// Return code for one filter in a 3.1.1 SUBACK: granted QoS, or 0x80 failure.
 pub const SUBACK_FAILURE: u8 = 0x80;
+
+/// What a subscriber gets of retained messages when it subscribes (5.0, 3.8.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetainHandling {
+    /// 0: send retained messages at subscribe time (the only behaviour of 3.1.1).
+    #[default]
+    SendAtSubscribe = 0,
+    /// 1: only if the subscription did not exist yet.
+    SendIfNew = 1,
+    /// 2: never.
+    DoNotSend = 2,
+}
+
+/// Options of one SUBSCRIBE filter (5.0, 3.8.3.1). A 3.1.1 filter has only its QoS; the rest
+/// take the defaults, which are 3.1.1's behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    pub qos: QoS,
+    /// Do not deliver the subscriber's own publications back to it.
+    pub no_local: bool,
+    /// Keep the RETAIN flag of forwarded messages as published.
+    pub retain_as_published: bool,
+    pub retain_handling: RetainHandling,
+}
+
+impl SubscriptionOptions {
+    /// The options of a 3.1.1 subscription at `qos`.
+    pub const fn qos(qos: QoS) -> Self {
+        SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        }
+    }
+}
+
+impl From<QoS> for SubscriptionOptions {
+    fn from(qos: QoS) -> Self {
+        SubscriptionOptions::qos(qos)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Will<'a> {
@@ -57,17 +111,40 @@ pub struct Will<'a> {
     pub payload: &'a [u8],
     pub qos: QoS,
     pub retain: bool,
+    /// 5.0 only (3.1.3.2); empty below.
+    pub properties: WillProperties<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect<'a> {
     pub level: ProtocolLevel,
     pub client_id: &'a str,
+    /// Clean Session (3.1.1) / Clean Start (5.0).
     pub clean_session: bool,
     pub keep_alive: u16,
     pub will: Option<Will<'a>>,
     pub username: Option<&'a str>,
+    /// At 5.0 allowed without a user name (3.1.2.9).
     pub password: Option<&'a [u8]>,
+    /// 5.0 only; the defaults below.
+    pub properties: ConnectProperties<'a>,
+}
+
+/// CONNACK. The code is a 5.0 reason code at every level: at 3.1/3.1.1 the six return codes
+/// travel as their 5.0 equivalents (`From<ConnectReturnCode>`), and encoding at 3.1.1 maps
+/// back with `ReasonCode::connect_return_code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connack<'a> {
+    pub session_present: bool,
+    pub reason: ReasonCode,
+    /// 5.0 only.
+    pub properties: ConnackProperties<'a>,
+}
+
+impl Connack<'_> {
+    pub fn new(session_present: bool, reason: impl Into<ReasonCode>) -> Connack<'static> {
+        Connack { session_present, reason: reason.into(), properties: ConnackProperties::default() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,17 +152,53 @@ pub struct Publish<'a> {
     pub dup: bool,
     pub qos: QoS,
     pub retain: bool,
+    /// At 5.0 empty when a Topic Alias stands for it (3.3.2.3.4).
     pub topic: &'a str,
     /// Present exactly when qos > 0 (and then non-zero).
     pub packet_id: Option<u16>,
     pub payload: &'a [u8],
+    /// 5.0 only.
+    pub properties: PublishProperties<'a>,
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP. Below 5.0 only the packet id is on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack<'a> {
+    pub packet_id: u16,
+    pub reason: ReasonCode,
+    pub properties: AckProperties<'a>,
+}
+
+impl Ack<'_> {
+    /// Success without properties: all there is at 3.1.1, and 5.0's 4-byte short form.
+    pub const fn new(packet_id: u16) -> Ack<'static> {
+        Ack { packet_id, reason: ReasonCode::SUCCESS, properties: AckProperties::EMPTY }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe<'a> {
     pub packet_id: u16,
-    /// At least one (topic filter, requested QoS).
-    pub filters: Vec<(&'a str, QoS)>,
+    /// At least one (topic filter, options).
+    pub filters: Vec<(&'a str, SubscriptionOptions)>,
+    /// 5.0 only.
+    pub properties: SubscribeProperties<'a>,
+}
+
+/// SUBACK: one code per filter. 3.1.1 has 0, 1, 2 (granted QoS) and 0x80; encoding at 3.1.1
+/// writes any 5.0 failure (0x80 and above) as 0x80.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suback<'a> {
+    pub packet_id: u16,
+    pub reason_codes: Vec<ReasonCode>,
+    /// 5.0 only.
+    pub properties: AckProperties<'a>,
+}
+
+impl Suback<'_> {
+    pub fn new(packet_id: u16, reason_codes: Vec<ReasonCode>) -> Suback<'static> {
+        Suback { packet_id, reason_codes, properties: AckProperties::EMPTY }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,106 +206,68 @@ pub struct Unsubscribe<'a> {
     pub packet_id: u16,
     /// At least one topic filter.
     pub filters: Vec<&'a str>,
+    /// 5.0 only.
+    pub user_properties: UserProperties<'a>,
 }
 
+/// UNSUBACK. 3.1.1 has only the packet id; 5.0 a code per filter (3.11.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Packet<'a> {
-    Connect(Connect<'a>),
-    Connack {
-        session_present: bool,
-        code: ConnectReturnCode,
-    },
-    Publish(Publish<'a>),
-    Puback {
-        packet_id: u16,
-    },
-    Pubrec {
-        packet_id: u16,
-    },
-    Pubrel {
-        packet_id: u16,
-    },
-    Pubcomp {
-        packet_id: u16,
-    },
-    Subscribe(Subscribe<'a>),
-    /// One return code per filter: 0, 1, 2 (granted QoS) or `SUBACK_FAILURE`.
-    Suback {
-        packet_id: u16,
-        return_codes: Vec<u8>,
-    },
-    Unsubscribe(Unsubscribe<'a>),
-    Unsuback {
-        packet_id: u16,
-    },
-    Pingreq,
-    Pingresp,
-    Disconnect,
+pub struct Unsuback<'a> {
+    pub packet_id: u16,
+    /// 5.0 only (one per filter, at least one); empty at 3.1.1.
+    pub reason_codes: Vec<ReasonCode>,
+    pub properties: AckProperties<'a>,
 }
 
-/// Why bytes from a peer are not a valid MQTT packet. Every variant closes the connection; only
-/// `UnsupportedProtocolLevel` and `IdentifierRejected`-style cases get a CONNACK first (the broker decides).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecodeError {
-    /// Remaining length uses more than 4 bytes (2.2.3).
-    MalformedRemainingLength,
-    /// Declared packet size exceeds the configured maximum; known from the fixed header alone.
-    PacketTooLarge { size: usize, max: usize },
-    /// Packet type 0 or 15 (reserved).
-    ReservedPacketType(u8),
-    /// Fixed-header flags differ from the ones the spec mandates for this type (2.2.2).
-    InvalidHeaderFlags { packet_type: u8, flags: u8 },
-    /// CONNECT protocol name is not "MQTT" (level 4/5) or "MQIsdp" (level 3).
-    InvalidProtocolName,
-    /// Protocol level this broker does not speak (yet); answered with CONNACK 0x01.
-    UnsupportedProtocolLevel(u8),
-    /// CONNECT reserved flag set, or will QoS/retain set without the will flag, or QoS 3 will.
-    InvalidConnectFlags,
-    /// Password flag without user name flag (3.1.2-22).
-    PasswordWithoutUsername,
-    /// QoS 3 in a PUBLISH header or a subscription.
-    InvalidQoS,
-    /// A string is not well-formed UTF-8 or contains U+0000 (1.5.3).
-    InvalidUtf8,
-    /// Topic name empty or containing a wildcard (4.7).
-    InvalidTopicName,
-    /// Topic filter empty or with a misplaced `#`/`+` (4.7.1).
-    InvalidTopicFilter,
-    /// Packet identifier 0 where one is required (2.3.1-1).
-    ZeroPacketId,
-    /// SUBSCRIBE/UNSUBSCRIBE with no filters (3.8.3-3, 3.10.3-2).
-    NoTopicFilters,
-    /// Fields run past the remaining length.
-    Truncated,
-    /// Bytes left over after the last field of a packet that has no payload.
-    TrailingBytes,
-}
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecodeError::MalformedRemainingLength => write!(f, "malformed remaining length"),
-            DecodeError::PacketTooLarge { size, max } => {
-                write!(f, "packet of {size} bytes exceeds maximum {max}")
-            }
-            DecodeError::ReservedPacketType(t) => write!(f, "reserved packet type {t}"),
-            DecodeError::InvalidHeaderFlags { packet_type, flags } => {
-                write!(f, "invalid flags {flags:#x} for packet type {packet_type}")
-            }
-            DecodeError::InvalidProtocolName => write!(f, "invalid protocol name"),
-            DecodeError::UnsupportedProtocolLevel(l) => write!(f, "unsupported protocol level {l}"),
-            DecodeError::InvalidConnectFlags => write!(f, "invalid CONNECT flags"),
-            DecodeError::PasswordWithoutUsername => write!(f, "password without user name"),
-            DecodeError::InvalidQoS => write!(f, "invalid QoS 3"),
-            DecodeError::InvalidUtf8 => write!(f, "invalid UTF-8 string"),
-            DecodeError::InvalidTopicName => write!(f, "invalid topic name"),
-            DecodeError::InvalidTopicFilter => write!(f, "invalid topic filter"),
-            DecodeError::ZeroPacketId => write!(f, "packet identifier 0"),
-            DecodeError::NoTopicFilters => write!(f, "no topic filters"),
-            DecodeError::Truncated => write!(f, "packet shorter than its fields"),
-            DecodeError::TrailingBytes => write!(f, "unexpected bytes after packet fields"),
-        }
+impl Unsuback<'_> {
+    /// The 3.1.1 UNSUBACK.
+    pub fn new(packet_id: u16) -> Unsuback<'static> {
+        Unsuback { packet_id, reason_codes: Vec::new(), properties: AckProperties::EMPTY }
     }
 }
 
-impl std::error::Error for DecodeError {}
+/// DISCONNECT. Below 5.0 it has no body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disconnect<'a> {
+    pub reason: ReasonCode,
+    pub properties: DisconnectProperties<'a>,
+}
+
+impl Disconnect<'_> {
+    /// Normal disconnection without properties: 3.1.1's DISCONNECT, 5.0's 2-byte form.
+    pub const NORMAL: Disconnect<'static> =
+        Disconnect { reason: ReasonCode::NORMAL_DISCONNECTION, properties: DisconnectProperties::EMPTY };
+
+    pub fn new(reason: ReasonCode) -> Disconnect<'static> {
+        Disconnect { reason, properties: DisconnectProperties::EMPTY }
+    }
+}
+
+/// AUTH (5.0 only, 3.15): 0x00 success, 0x18 continue, 0x19 re-authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Auth<'a> {
+    pub reason: ReasonCode,
+    pub properties: AuthProperties<'a>,
+}
+
+/// CONNECT and CONNACK are boxed: they come once per connection and their 5.0 properties would
+/// otherwise make every PUBLISH moved through the broker twice as large.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet<'a> {
+    Connect(Box<Connect<'a>>),
+    Connack(Box<Connack<'a>>),
+    Publish(Publish<'a>),
+    Puback(Ack<'a>),
+    Pubrec(Ack<'a>),
+    Pubrel(Ack<'a>),
+    Pubcomp(Ack<'a>),
+    Subscribe(Subscribe<'a>),
+    Suback(Suback<'a>),
+    Unsubscribe(Unsubscribe<'a>),
+    Unsuback(Unsuback<'a>),
+    Pingreq,
+    Pingresp,
+    Disconnect(Disconnect<'a>),
+    /// 5.0 only.
+    Auth(Auth<'a>),
+}

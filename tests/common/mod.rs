@@ -203,8 +203,17 @@ impl ConnectBuilder {
         body.push(self.level);
         body.push(flags);
         body.extend_from_slice(&self.keep_alive.to_be_bytes());
+        // MQTT 5.0 (name "MQTT", level 5): empty property blocks after the keep alive and
+        // before the will topic.
+        let v5 = self.level == 5 && self.protocol_name == b"MQTT";
+        if v5 {
+            body.push(0);
+        }
         body.extend(field(&self.client_id));
         if let Some(w) = &self.will {
+            if v5 {
+                body.push(0);
+            }
             body.extend(field(w.topic.as_bytes()));
             body.extend(field(&w.payload));
         }
