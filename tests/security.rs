@@ -274,46 +274,52 @@ fn plain_clients_on_tls_ports_are_closed_and_others_served() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// A TLS listener that requires client certificates signed by the test CA (and, with `crl`,
+/// not revoked by its CRL).
+fn client_cert_broker(pki: &TempDir, crl: bool) -> Broker {
+    let mut l = ListenerConfig::mqtt(lo());
+    l.tls = TlsSettings {
+        cafile: Some(pki.file("ca.crt")),
+        crlfile: crl.then(|| pki.file("ca.crl")),
+        require_certificate: true,
+        ..tls(pki, "server.crt", "server.key")
+    };
+    Broker::start(vec![l], |_| {})
+}
+
+/// `mosquitto_pub` over mqtts to `b`, with the client certificate and key `cert` if any.
+fn pub_with_cert(b: &Broker, pki: &TempDir, cert: Option<(&str, &str)>) -> Output {
+    let port = b.port(0);
+    let ca = pki.file("ca.crt");
+    let mut args: Vec<String> =
+        ["-h", "127.0.0.1", "-p", &port, "--cafile", path(&ca), "-t", "c", "-m", "x"].map(String::from).to_vec();
+    if let Some((cert, key)) = cert {
+        for (flag, file) in [("--cert", cert), ("--key", key)] {
+            args.push(flag.into());
+            args.push(path(&pki.file(file)).into());
+        }
+    }
+    run("mosquitto_pub", &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// `require_certificate true`: a client certificate signed by `cafile` is needed; none, or one
 /// from another CA, fails the handshake.
 #[test]
 fn require_certificate_accepts_only_clients_signed_by_cafile() {
     let pki = make_pki();
-    let mut l = ListenerConfig::mqtt(lo());
-    l.tls = TlsSettings {
-        cafile: Some(pki.file("ca.crt")),
-        require_certificate: true,
-        ..tls(&pki, "server.crt", "server.key")
-    };
-    let b = Broker::start(vec![l], |_| {});
-    let port = b.port(0);
-    let ca = pki.file("ca.crt");
-    let base = ["-h", "127.0.0.1", "-p", &port, "--cafile", path(&ca), "-t", "c", "-m", "x"];
-    let (good_cert, good_key) = (pki.file("client.crt"), pki.file("client.key"));
-    let out = run("mosquitto_pub", &[&base[..], &["--cert", path(&good_cert), "--key", path(&good_key)]].concat());
+    let b = client_cert_broker(&pki, false);
+    let out = pub_with_cert(&b, &pki, Some(("client.crt", "client.key")));
     assert!(out.status.success(), "client certificate refused: {}", text(&out));
-    let out = run("mosquitto_pub", &base);
+    let out = pub_with_cert(&b, &pki, None);
     assert!(!out.status.success(), "connected without a client certificate: {}", text(&out));
-    let (rogue_cert, rogue_key) = (pki.file("rogue.crt"), pki.file("rogue.key"));
-    let out = run("mosquitto_pub", &[&base[..], &["--cert", path(&rogue_cert), "--key", path(&rogue_key)]].concat());
+    let out = pub_with_cert(&b, &pki, Some(("rogue.crt", "rogue.key")));
     assert!(!out.status.success(), "connected with an untrusted client certificate: {}", text(&out));
     // paho with the good certificate, for a second client stack.
-    let url = format!("mqtts://127.0.0.1:{port}");
-    let out = run(
-        "python3",
-        &[
-            &interop("paho_tool.py"),
-            "connect",
-            "--url",
-            &url,
-            "--cafile",
-            path(&ca),
-            "--cert",
-            path(&good_cert),
-            "--key",
-            path(&good_key),
-        ],
-    );
+    let url = format!("mqtts://127.0.0.1:{}", b.port(0));
+    let (ca, cert, key) = (pki.file("ca.crt"), pki.file("client.crt"), pki.file("client.key"));
+    let paho = interop("paho_tool.py");
+    let args = [&paho, "connect", "--url", &url, "--cafile", path(&ca), "--cert", path(&cert), "--key", path(&key)];
+    let out = run("python3", &args);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "CONNACK 0", "{}", text(&out));
 }
 
@@ -322,24 +328,10 @@ fn require_certificate_accepts_only_clients_signed_by_cafile() {
 #[test]
 fn crlfile_refuses_revoked_client_certificates() {
     let pki = make_pki();
-    let mut l = ListenerConfig::mqtt(lo());
-    l.tls = TlsSettings {
-        cafile: Some(pki.file("ca.crt")),
-        crlfile: Some(pki.file("ca.crl")),
-        require_certificate: true,
-        ..tls(&pki, "server.crt", "server.key")
-    };
-    let b = Broker::start(vec![l], |_| {});
-    let port = b.port(0);
-    let ca = pki.file("ca.crt");
-    let base = ["-h", "127.0.0.1", "-p", &port, "--cafile", path(&ca), "-t", "c", "-m", "x"];
-    let with = |cert: &str, key: &str| {
-        let (cert, key) = (pki.file(cert), pki.file(key));
-        run("mosquitto_pub", &[&base[..], &["--cert", path(&cert), "--key", path(&key)]].concat())
-    };
-    let out = with("client.crt", "client.key");
+    let b = client_cert_broker(&pki, true);
+    let out = pub_with_cert(&b, &pki, Some(("client.crt", "client.key")));
     assert!(out.status.success(), "a certificate the CRL does not list was refused: {}", text(&out));
-    let out = with("revoked.crt", "revoked.key");
+    let out = pub_with_cert(&b, &pki, Some(("revoked.crt", "revoked.key")));
     assert!(!out.status.success(), "connected with a revoked certificate: {}", text(&out));
 }
 
