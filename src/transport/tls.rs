@@ -92,6 +92,9 @@ pub struct TlsLayer {
     handshaken: bool,
     /// close_notify received, or TLS failed: input is over.
     input_done: bool,
+    /// TLS failed: rustls is not called again (after an error it keeps offsets into input
+    /// that is gone; only the alert it queued is taken, in `fail`).
+    failed: bool,
     /// close_notify queued: no more application data may follow it.
     close_queued: bool,
 }
@@ -106,6 +109,7 @@ impl TlsLayer {
             sent: 0,
             handshaken: false,
             input_done: false,
+            failed: false,
             close_queued: false,
         })
     }
@@ -129,7 +133,7 @@ impl TlsLayer {
         let capacity = cipher.len();
         let Some(front) = cipher.get_mut(..kept).filter(|_| kept < capacity) else {
             // Unreachable with INCOMING_LIMIT below half the loop's buffer; fail safe anyway.
-            return Ok(self.fail(rustls::Error::General("TLS input buffer too small".into())));
+            return Ok(self.fail_here("TLS input buffer too small"));
         };
         front.copy_from_slice(self.incoming.filled_mut());
         let space = cipher.get_mut(kept..).unwrap_or(&mut []);
@@ -143,6 +147,7 @@ impl TlsLayer {
         let filled = kept + n;
         let mut plain_len = 0;
         let mut start = 0;
+        let mut error = None;
         let outcome = loop {
             let Some(records) = cipher.get_mut(start..filled) else { break None };
             let UnbufferedStatus { discard, state } = self.conn.process_tls_records(records);
@@ -177,13 +182,14 @@ impl TlsLayer {
                 // Every complete record is processed: wait for more input.
                 Ok(_) => blocked = true,
                 Err(e) => {
-                    if plain_len > 0 {
-                        on(TlsEvent::Plaintext(plain.get_mut(..plain_len).unwrap_or(&mut [])));
-                    }
-                    return Ok(self.fail(e));
+                    error = Some(e);
+                    blocked = true;
                 }
             }
             start += discard;
+            if error.is_some() {
+                break Some(());
+            }
             if !self.handshaken && !self.conn.is_handshaking() {
                 self.handshaken = true;
                 on(TlsEvent::Handshaken(self.peer_common_name()));
@@ -195,33 +201,52 @@ impl TlsLayer {
         if plain_len > 0 {
             on(TlsEvent::Plaintext(plain.get_mut(..plain_len).unwrap_or(&mut [])));
         }
-        if self.outgoing.len().saturating_sub(self.sent) > OUTGOING_LIMIT + ANSWER_LIMIT {
-            return Ok(self.fail(rustls::Error::General("peer does not read the TLS answers it asks for".into())));
+        if let Some(e) = error {
+            return Ok(self.fail(cipher.get_mut(start..filled).unwrap_or(&mut []), e));
         }
+        if self.outgoing.len().saturating_sub(self.sent) > OUTGOING_LIMIT + ANSWER_LIMIT {
+            return Ok(self.fail_here("peer does not read the TLS answers it asks for"));
+        }
+        // After close_notify rustls reads no more input, so nothing is kept.
         if self.input_done || outcome.is_none() {
             return Ok(TlsRead::Eof);
         }
         let rest = cipher.get(start..filled).unwrap_or(&[]);
         if rest.len() > INCOMING_LIMIT {
-            return Ok(self.fail(rustls::Error::General("TLS handshake flight too large".into())));
+            return Ok(self.fail_here("TLS handshake flight too large"));
         }
         self.incoming.extend_from_slice(rest);
         Ok(TlsRead::Read { n, filled: n == room })
     }
 
-    /// TLS is broken: collect the alert rustls made for it, and end input.
-    fn fail(&mut self, error: rustls::Error) -> TlsRead {
+    /// rustls failed: take the alert it queued, and end input. `rest` is the input rustls was
+    /// last given, minus what it said to discard: it must see the same bytes again, because
+    /// its handshake reassembly keeps offsets into them. O(1) steps.
+    fn fail(&mut self, rest: &mut [u8], error: rustls::Error) -> TlsRead {
         self.input_done = true;
+        self.failed = true;
         self.incoming = InBuf::default();
-        // The alert waits in rustls' queue; it comes out as EncodeTlsData. Bounded: a few steps.
-        for _ in 0..4 {
-            match self.conn.process_tls_records(&mut []).state {
+        // The alert waits in rustls' queue, which it empties (as EncodeTlsData) before it looks
+        // at input again: call it only while the queue holds something, so the bad input is
+        // never processed twice.
+        for _ in 0..8 {
+            if !self.conn.wants_write() {
+                break;
+            }
+            match self.conn.process_tls_records(rest).state {
                 Ok(ConnectionState::EncodeTlsData(encode)) => encode_into(encode, &mut self.outgoing, &mut self.sent),
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
                 _ => break,
             }
         }
         TlsRead::Failed(TlsError(error))
+    }
+
+    /// A limit of ours was broken (rustls has nothing queued): end input without an alert.
+    fn fail_here(&mut self, why: &str) -> TlsRead {
+        self.input_done = true;
+        self.failed = true;
+        self.incoming = InBuf::default();
+        TlsRead::Failed(TlsError(rustls::Error::General(why.into())))
     }
 
     /// Whether ciphertext (handshake messages, records, alerts) waits to be written.
@@ -283,6 +308,9 @@ impl TlsLayer {
         &mut self,
         f: impl FnOnce(&mut WriteTraffic<'_, rustls::server::ServerConnectionData>, &mut Vec<u8>) -> T,
     ) -> Option<T> {
+        if self.failed {
+            return None;
+        }
         self.compact_outgoing();
         let mut f = Some(f);
         // `incoming` holds no complete record (input is processed to the end), so rustls only

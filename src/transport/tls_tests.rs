@@ -285,3 +285,50 @@ fn no_application_data_is_encrypted_before_the_handshake() {
     assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
     assert!(!s.wants_write());
 }
+
+/// xorshift: deterministic noise without a dependency.
+fn noise(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn mutated_client_flights_never_panic_and_stay_bounded() {
+    // A real client's first flight and, after the handshake, a data flight; each mutated and
+    // fed in random chunk sizes to a fresh server.
+    let (mut c, mut s, mut seen) = (client(false), server(false), Seen::default());
+    let mut hello = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut hello).unwrap();
+    }
+    feed(&mut s, &hello, usize::MAX, &mut seen);
+    pump(&mut c, &mut s, usize::MAX, &mut seen);
+    c.writer().write_all(&pattern(20_000)).unwrap();
+    let mut data = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut data).unwrap();
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..300 {
+        let base = if round % 2 == 0 { &hello } else { &data };
+        let mut bytes = base.clone();
+        for _ in 0..(noise(&mut state) % 8 + 1) {
+            let at = (noise(&mut state) as usize) % bytes.len();
+            bytes[at] ^= (noise(&mut state) % 255 + 1) as u8;
+        }
+        bytes.truncate(bytes.len() - (noise(&mut state) as usize) % (bytes.len() / 2 + 1));
+        // Data records only make sense after a handshake: replay it first for odd rounds.
+        let (mut c2, mut s2, mut seen2) = (client(false), server(false), Seen::default());
+        if round % 2 == 1 {
+            pump(&mut c2, &mut s2, usize::MAX, &mut seen2);
+        }
+        let chunk = (noise(&mut state) % 300 + 1) as usize;
+        feed(&mut s2, &bytes, chunk, &mut seen2);
+        assert!(s2.incoming.len() <= INCOMING_LIMIT);
+        assert!(s2.outgoing.len() <= OUTGOING_LIMIT + ANSWER_LIMIT);
+        let mut sink = Vec::new();
+        let _ = s2.write_tls(&mut sink);
+    }
+}
