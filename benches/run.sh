@@ -19,6 +19,9 @@
 # Every row has a loss column: messages sent x fan-out and not received after the drain, as
 # a percentage, mosquitto/rumqttd/midge ("0" = nothing lost, "-" = broker not run).
 #
+# MQTT 5.0 rows (fanin-q0-16-TR-v5, fanin-q1-16-TR-v5, fanout-16-TR-v5): the same scenarios with
+# every client speaking 5.0 (loadgen --mqtt 5); midge and mosquitto (rumqttd: n/a).
+#
 # ACL rows (fanin-q0-16-TR-acl, fanout-16-TR-acl, TR = tcp or ws): the same scenarios with an
 # acl_file of BENCH_ACL_USERS users x 10 rules plus an anonymous section and two patterns
 # (10,013 rules by default), loaded by midge and mosquitto; compare with the rows without -acl.
@@ -400,6 +403,18 @@ for tr in ("tcp", "ws"):
     for kind in ("fanin-q0-16", "fanout-16"):
         ROW_NOTES[f"{kind}-{tr}-acl"] = f"acl_file: {ACL_USERS} users, {ACL_USERS * 10 + 13} rules"
 
+# MQTT 5.0 rows: the same closed-loop scenarios with every client speaking 5.0 (loadgen --mqtt 5:
+# empty property blocks); compare with the 3.1.1 rows of the same transport. rumqttd is not
+# configured with a 5.0 listener here.
+for tr in ("tcp", "ws"):
+    base = ["--transport", tr, "--warmup", str(WARM), "--duration", str(DUR), "--drain", "1", "--mqtt", "5"]
+    ROWS.append((f"fanin-q0-16-{tr}-v5", f"fan-in 4->1 QoS0 16B, MQTT 5", tr, ["--scenario", "fanin", "--qos", "0", "--payload", "16"] + base, 30,
+                 [("msgs_per_sec", "msg/s", True)]))
+    ROWS.append((f"fanin-q1-16-{tr}-v5", f"fan-in 4->1 QoS1 16B, MQTT 5", tr, ["--scenario", "fanin", "--qos", "1", "--inflight", "100", "--payload", "16"] + base, 30,
+                 [("msgs_per_sec", "msg/s", True)]))
+    ROWS.append((f"fanout-16-{tr}-v5", f"fan-out 1->{FAN_SUBS} QoS0 16B, MQTT 5", tr, ["--scenario", "fanout", "--subscribers", str(FAN_SUBS), "--payload", "16"] + base, 60,
+                 [("msgs_per_sec", "deliveries/s", True)]))
+
 if SCEN:
     # A prefix selects every row it starts ("conns-ws" alone would also pick conns-wss), except
     # that a complete row id selects just that row.
@@ -451,6 +466,8 @@ def measure(row, name):
     acl = row[0].endswith("-acl")
     if acl and name == "rumqttd":
         return {"error": "no mosquitto ACL files"}
+    if row[0].endswith("-v5") and name == "rumqttd":
+        return {"error": "no MQTT 5 listener configured"}
     br = Running(name, tls, acl)
     try:
         if not br.ok:

@@ -1,7 +1,21 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::clock::now_ns;
 use crate::conn::{Conn, St, DISCARD_MIN};
 
-// ---------------------------------------------------------------- MQTT 3.1.1 encoding
+// ---------------------------------------------------------------- MQTT 3.1.1 / 5.0 encoding
+
+/// `--mqtt 5`: every connection speaks MQTT 5.0 (empty property blocks on what it sends; the
+/// broker's property blocks skipped on what it receives). One setting for the whole run.
+static V5: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_v5(on: bool) {
+    V5.store(on, Ordering::Relaxed);
+}
+
+fn v5() -> bool {
+    V5.load(Ordering::Relaxed)
+}
 
 fn put_varint(out: &mut Vec<u8>, mut n: usize) {
     loop {
@@ -25,9 +39,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 pub(crate) fn enc_connect(client_id: &str, keepalive: u16) -> Vec<u8> {
     let mut body = Vec::with_capacity(16 + client_id.len());
     put_str(&mut body, "MQTT");
-    body.push(4); // protocol level 3.1.1
-    body.push(0x02); // clean session
+    body.push(if v5() { 5 } else { 4 }); // protocol level
+    body.push(0x02); // clean session / clean start (session expiry 0)
     body.extend_from_slice(&keepalive.to_be_bytes());
+    if v5() {
+        body.push(0); // no properties
+    }
     put_str(&mut body, client_id);
     let mut out = vec![0x10];
     put_varint(&mut out, body.len());
@@ -38,8 +55,11 @@ pub(crate) fn enc_connect(client_id: &str, keepalive: u16) -> Vec<u8> {
 fn enc_subscribe(pid: u16, topic: &str, qos: u8) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&pid.to_be_bytes());
+    if v5() {
+        body.push(0); // no properties
+    }
     put_str(&mut body, topic);
-    body.push(qos);
+    body.push(qos); // 5.0: subscription options with only the QoS bits set
     let mut out = vec![0x82];
     put_varint(&mut out, body.len());
     out.extend_from_slice(&body);
@@ -48,7 +68,8 @@ fn enc_subscribe(pid: u16, topic: &str, qos: u8) -> Vec<u8> {
 
 /// Returns (packet, offset of packet id if qos>0, offset of payload).
 pub(crate) fn enc_publish(topic: &str, qos: u8, pid: u16, payload: &[u8]) -> (Vec<u8>, usize, usize) {
-    let rl = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
+    let props = usize::from(v5());
+    let rl = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + props + payload.len();
     let mut out = Vec::with_capacity(rl + 5);
     out.push(0x30 | (qos << 1));
     put_varint(&mut out, rl);
@@ -57,9 +78,25 @@ pub(crate) fn enc_publish(topic: &str, qos: u8, pid: u16, payload: &[u8]) -> (Ve
     if qos > 0 {
         out.extend_from_slice(&pid.to_be_bytes());
     }
+    if props > 0 {
+        out.push(0); // no properties
+    }
     let pay_off = out.len();
     out.extend_from_slice(payload);
     (out, pid_off, pay_off)
+}
+
+/// A variable byte integer at the start of `d`: (value, bytes used); Err(true): `d` ends inside
+/// it; Err(false): more than 4 bytes.
+fn read_varint(d: &[u8]) -> Result<(usize, usize), bool> {
+    let mut value = 0usize;
+    for (i, &b) in d.iter().enumerate().take(4) {
+        value |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((value, i + 1));
+        }
+    }
+    Err(d.len() < 4)
 }
 
 impl Conn {
@@ -175,6 +212,25 @@ impl Conn {
             if qos > 0 {
                 self.cur_ack = Some([d[i + vh - 2], d[i + vh - 1]]);
             }
+            if v5() {
+                // Property Length (a variable byte integer), then that many bytes.
+                let (len, used) = match read_varint(&d[i + vh..]) {
+                    Ok(v) => v,
+                    Err(true) => return Some(Err(d.len() + 1)),
+                    Err(false) => {
+                        self.fail("malformed property length".into());
+                        return None;
+                    }
+                };
+                vh += used + len;
+                if rl < vh {
+                    self.fail("short PUBLISH".into());
+                    return None;
+                }
+                if d.len() < i + vh {
+                    return Some(Err(i + vh));
+                }
+            }
             let pay = rl - vh;
             self.cur_pay = pay;
             self.lat_want = if self.record_lat && pay >= 8 { 8 } else { 0 };
@@ -215,11 +271,24 @@ impl Conn {
                 }
             }
             9 => {
-                if body.len() < 3 || body[2] == 0x80 {
-                    self.fail("SUBACK failure".into());
+                // 5.0: a property block sits between the packet id and the reason codes.
+                let codes = if v5() {
+                    match body.get(2..).map(read_varint) {
+                        Some(Ok((len, used))) => body.get(2 + used + len..).unwrap_or(&[]),
+                        _ => &[],
+                    }
+                } else {
+                    body.get(2..).unwrap_or(&[])
+                };
+                if codes.first().is_none_or(|&c| c >= 0x80) {
+                    self.fail(format!("SUBACK failure: {body:?}"));
                     return None;
                 }
                 self.st = St::Ready;
+            }
+            14 => {
+                self.fail(format!("DISCONNECT from the broker: {body:?}"));
+                return None;
             }
             13 => {}
             t => {
