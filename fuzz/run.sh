@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"mqtt_decode ws_frame http_upgrade broker"}
+targets=${FUZZ_TARGETS:-"mqtt_decode ws_frame http_upgrade broker tls_server"}
 sanitizer=${FUZZ_SANITIZER:-none}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
 
@@ -32,6 +32,9 @@ if [ "${1:-}" = "--build-only" ]; then
     exit 0
 fi
 mkdir -p out
+# tls_server needs a certificate: fresh ones per run (never committed).
+bash ../tests/tls/make-pki.sh out/pki >/dev/null || exit 2
+export MIDGE_FUZZ_PKI="$PWD/out/pki"
 status=0
 summary=""
 for t in $targets; do

@@ -770,12 +770,26 @@ impl World {
                 if flags & 1 == 1 {
                     filters.push((FILTERS[usize::from(f2 >> 2) % FILTERS.len()], qos_of(f2).into()));
                 }
-                self.send(slot, &Packet::Subscribe(Subscribe { packet_id: u16::from(id).max(1), filters, properties: Default::default() }));
+                self.send(
+                    slot,
+                    &Packet::Subscribe(Subscribe {
+                        packet_id: u16::from(id).max(1),
+                        filters,
+                        properties: Default::default(),
+                    }),
+                );
             }
             10 => {
                 let (id, f) = (input.u8(), input.u8());
                 let filters = vec![FILTERS[usize::from(f) % FILTERS.len()]];
-                self.send(slot, &Packet::Unsubscribe(Unsubscribe { packet_id: u16::from(id).max(1), filters, user_properties: Default::default() }));
+                self.send(
+                    slot,
+                    &Packet::Unsubscribe(Unsubscribe {
+                        packet_id: u16::from(id).max(1),
+                        filters,
+                        user_properties: Default::default(),
+                    }),
+                );
             }
             // Acknowledgements; the broker numbers its messages from 1.
             11 => {

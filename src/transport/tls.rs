@@ -27,7 +27,7 @@ const OUTGOING_LIMIT: usize = 64 * 1024;
 /// A handshake flight may span records (a client certificate chain); rustls caps one handshake
 /// message at 64 KB, and one record is at most 16 KB + 2 KB of expansion + its header. The
 /// loop's read buffer must be more than twice this (half of it takes ciphertext).
-pub(crate) const INCOMING_LIMIT: usize = 64 * 1024 + 18 * 1024 + 5;
+pub const INCOMING_LIMIT: usize = 64 * 1024 + 18 * 1024 + 5;
 
 /// Ciphertext that input alone may make us queue (handshake flights, alerts, key updates) on
 /// top of a full `OUTGOING_LIMIT` of records: a peer that makes more and never reads it is
@@ -292,6 +292,12 @@ impl TlsLayer {
 
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
+    }
+
+    /// Ciphertext held: (input kept between reads, output not yet written), for the bounds
+    /// checks of tests and fuzzing. O(1).
+    pub fn debug_pending(&self) -> (usize, usize) {
+        (self.incoming.len(), self.outgoing.len().saturating_sub(self.sent))
     }
 
     /// The common name (CN) of the verified client certificate's subject, for
