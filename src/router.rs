@@ -16,6 +16,8 @@ pub struct Message {
     pub payload: crate::buffer::SharedBytes,
     pub qos: QoS,
     pub retain: bool,
+    /// A 5.0 publisher's properties and expiry; `None` for 3.1.1 (one null pointer).
+    pub v5: Option<Rc<crate::broker::v5::MessageV5>>,
 }
 
 /// A fast, non-cryptographic hasher for topic levels on the routing hot path (the std SipHash
@@ -586,7 +588,7 @@ mod tests {
     }
 
     fn msg(t: &str, p: &[u8]) -> Message {
-        Message { topic: t.into(), payload: p.into(), qos: QoS::AtMostOnce, retain: true }
+        Message { topic: t.into(), payload: p.into(), qos: QoS::AtMostOnce, retain: true, v5: None }
     }
 
     #[test]

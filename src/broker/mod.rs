@@ -21,7 +21,9 @@ use crate::auth::security::Security;
 use crate::buffer::{OutQueue, Slab};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Timeouts};
-use crate::mqtt::{ConnectReturnCode, DecodeError};
+#[cfg(test)]
+use crate::mqtt::ConnectReturnCode;
+use crate::mqtt::{encode_packet, DecodeError, Disconnect, Packet, ProtocolLevel, ReasonCode};
 use crate::router::{RetainedStore, Router, Subscriber};
 use crate::session::Session;
 use crate::ws::{HandshakeError, WsError};
@@ -93,6 +95,16 @@ pub enum ProtocolError {
         levels: usize,
         bytes: usize,
     },
+    /// 5.0, 3.3.2-8/9: Topic Alias 0 or above our Topic Alias Maximum.
+    TopicAliasInvalid(u16),
+    /// 5.0, 3.3.2.3.4: an empty topic with an alias the client never defined.
+    UnknownTopicAlias(u16),
+    /// 5.0, 3.3.4-7..9: more unreleased QoS 2 PUBLISHes than our Receive Maximum.
+    ReceiveMaximumExceeded,
+    /// 5.0, 3.3.4-6: a client PUBLISH with a Subscription Identifier.
+    SubscriptionIdentifierFromClient,
+    /// 5.0, 3.14.2-2: DISCONNECT sets a Session Expiry Interval after CONNECT's was 0.
+    SessionExpiryFromZero,
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -106,6 +118,11 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::TopicTooLong { levels, bytes } => {
                 write!(f, "topic of {levels} levels and {bytes} bytes exceeds the configured limits")
             }
+            ProtocolError::TopicAliasInvalid(a) => write!(f, "topic alias {a} out of range"),
+            ProtocolError::UnknownTopicAlias(a) => write!(f, "unknown topic alias {a}"),
+            ProtocolError::ReceiveMaximumExceeded => write!(f, "receive maximum exceeded"),
+            ProtocolError::SubscriptionIdentifierFromClient => write!(f, "PUBLISH with a subscription identifier"),
+            ProtocolError::SessionExpiryFromZero => write!(f, "DISCONNECT set a session expiry after 0"),
         }
     }
 }
@@ -116,6 +133,8 @@ impl std::fmt::Display for ProtocolError {
 pub enum CloseReason {
     /// The client sent DISCONNECT: no will.
     ClientDisconnect,
+    /// 5.0: the client sent DISCONNECT 0x04, Disconnect with Will Message: the will goes out.
+    ClientDisconnectWithWill,
     /// The peer closed the TCP connection.
     PeerClosed,
     /// A socket error (its kind).
@@ -140,8 +159,8 @@ pub enum CloseReason {
     Tls(String),
     /// The HTTP upgrade was refused (the HTTP answer is already queued).
     Handshake(HandshakeError),
-    /// CONNECT refused with this return code (CONNACK already queued).
-    ConnectRefused(ConnectReturnCode),
+    /// CONNECT refused with this code (CONNACK already queued; at 3.1.1 its return code).
+    ConnectRefused(ReasonCode),
     /// Another connection CONNECTed with the same client id (3.1.4-2).
     TakenOver,
     /// The broker is stopping.
@@ -182,6 +201,7 @@ impl CloseReason {
                 | CloseReason::Io(_)
                 | CloseReason::SendTimeout
                 | CloseReason::ClientDisconnect
+                | CloseReason::ClientDisconnectWithWill
                 | CloseReason::WebSocketClosed(_)
                 | CloseReason::Shutdown
                 | CloseReason::Tls(_)
@@ -576,6 +596,14 @@ impl Core {
                 break;
             }
             self.session_timers.pop();
+            let will_due = self
+                .sessions
+                .get_mut(slot)
+                .filter(|s| s.serial == serial)
+                .and_then(|s| s.delayed_will.take_if(|w| w.1 <= now));
+            if let Some(will) = will_due {
+                self.publish_will(&will.0);
+            }
             let expired = self
                 .sessions
                 .get(slot)
@@ -688,6 +716,7 @@ impl Core {
         let who = conn.label();
         match &reason {
             CloseReason::ClientDisconnect => info!("Client {who} disconnected."),
+            CloseReason::ClientDisconnectWithWill => info!("Client {who} disconnected, asking for its will."),
             CloseReason::PeerClosed => info!("Client {who} closed its connection."),
             CloseReason::Io(kind) => info!("Client {who} disconnected: socket error ({kind})."),
             CloseReason::KeepAliveTimeout => info!("Client {who} has exceeded timeout, disconnecting."),
@@ -704,13 +733,25 @@ impl Core {
             CloseReason::WebSocketClosed(code) => info!("Client {who} closed its WebSocket (code {code:?})."),
             CloseReason::Tls(e) => info!("Client {who} disconnected: TLS error: {e}."),
             CloseReason::Handshake(e) => info!("Refused WebSocket upgrade from {who}: {e}."),
-            CloseReason::ConnectRefused(code) => info!("Refused client {who}: CONNACK code {}.", *code as u8),
+            CloseReason::ConnectRefused(code) => info!("Refused client {who}: CONNACK code {code}."),
             CloseReason::TakenOver => info!("Client {who} already connected, closing old connection."),
             CloseReason::Shutdown => debug!("Closing client {who}: broker stopping."),
         }
         let will = conn.will.take();
         let phase = conn.phase;
         let serial = conn.serial;
+        let v5 = conn.v5.take();
+        if let (ProtocolLevel::V5, Phase::Connected { .. }) = (conn.level, phase) {
+            // 4.13.2 / 3.14: a 5.0 client is told why the server closes, before the close.
+            if let Some(code) = reason.v5_disconnect() {
+                encode_packet(&Packet::Disconnect(Disconnect::new(code)), ProtocolLevel::V5, conn.out.tail());
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(token);
+                }
+            }
+        }
+        let Some(conn) = self.conns.get_mut(token) else { return };
         let ws_close = if conn.websocket { reason.ws_close_code() } else { None };
         // The transport adds the close frame, so it counts as an answer owed.
         if reason.lingers() && (!conn.out.is_empty() || ws_close.is_some()) {
@@ -725,25 +766,40 @@ impl Core {
             self.forget_waiter(s, token);
         }
         self.wake(waiters);
+        let mut will = will.filter(|_| reason.publishes_will());
+        if let Some(w) = will.as_mut().filter(|_| v5.as_ref().is_some_and(|v| v.will_expiry.is_some())) {
+            // The will's Message Expiry Interval runs from its publication.
+            w.v5 = v5::MessageV5::starting(w.v5.as_deref(), v5.as_ref().and_then(|v| v.will_expiry), now);
+        }
+        let will_delay = v5.as_ref().map_or(0, |v| v.will_delay);
         if let Phase::Connected { session } = phase {
+            let expiry = match &v5 {
+                Some(v) => self.session_expiry(v.session_expiry),
+                None => self.limits.persistent_client_expiration,
+            };
             if let Some(s) = self.sessions.get_mut(session) {
                 if s.connection == Some(token) {
                     s.connection = None;
                     if s.clean {
                         self.destroy_session(session);
-                    } else if let Some(after) = self.limits.persistent_client_expiration {
-                        let at = now + after;
-                        s.expires_at = Some(at);
-                        self.session_timers.push(Reverse((at, session, s.serial)));
+                    } else {
+                        if let Some(after) = expiry {
+                            let at = now + after;
+                            s.expires_at = Some(at);
+                            self.session_timers.push(Reverse((at, session, s.serial)));
+                        }
+                        if let Some(w) = will.take_if(|_| will_delay > 0) {
+                            // 3.1.3.2.2: held until the delay passes or the session ends.
+                            let at = now + Duration::from_secs(u64::from(will_delay));
+                            s.delayed_will = Some(Box::new((w, at)));
+                            self.session_timers.push(Reverse((at, session, s.serial)));
+                        }
                     }
                 }
             }
         }
-        if let Some(will) = will.filter(|_| reason.publishes_will()) {
-            if will.retain {
-                self.retained.update(&will);
-            }
-            self.route(&will);
+        if let Some(will) = will {
+            self.publish_will(&will);
         }
         self.closed.push(Closed { token, serial, ws_close });
         self.rearm(token);
@@ -754,6 +810,7 @@ mod flow;
 mod input;
 mod invariants;
 mod packets;
+pub(crate) mod v5;
 
 #[cfg(test)]
 mod tests;
@@ -761,3 +818,7 @@ mod tests;
 #[cfg(test)]
 #[path = "limits_tests.rs"]
 mod limits_tests;
+
+#[cfg(test)]
+#[path = "v5_tests.rs"]
+mod v5_tests;

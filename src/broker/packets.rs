@@ -17,6 +17,8 @@ use crate::mqtt::{
 use crate::router::{Message, Subscriber};
 use crate::session::{InflightState, Outgoing, Session};
 
+use super::v5::{AuthMethod, ConnV5, MessageV5};
+
 /// `$SYS/...`: the broker's own topics, which no client may publish to (mosquitto refuses it
 /// whatever the ACL says). O(1).
 fn is_sys_topic(topic: &str) -> bool {
@@ -85,6 +87,13 @@ impl Core {
                 }
                 Ok(())
             }
+            Packet::Pubrec(Ack { packet_id, reason, .. }) if reason.is_error() => {
+                // 5.0, 4.3.3: a refusing PUBREC ends the delivery; no PUBREL.
+                if self.sessions.get_mut(session).is_some_and(|s| s.pubrec_refused(packet_id)) {
+                    self.fill_window(session);
+                }
+                Ok(())
+            }
             Packet::Pubrec(Ack { packet_id, .. }) => {
                 if self.sessions.get_mut(session).is_some_and(|s| s.pubrec(packet_id)) {
                     self.send(token, &Packet::Pubrel(Ack::new(packet_id)));
@@ -92,11 +101,15 @@ impl Core {
                 Ok(())
             }
             Packet::Pubrel(Ack { packet_id, .. }) => {
-                if let Some(s) = self.sessions.get_mut(session) {
+                let known = self.sessions.get_mut(session).is_some_and(|s| {
+                    let known = s.inbound_qos2.contains(packet_id);
                     s.release_qos2(packet_id);
-                }
-                // 4.3.3: PUBCOMP answers every PUBREL, known id or not.
-                self.send(token, &Packet::Pubcomp(Ack::new(packet_id)));
+                    known
+                });
+                // 4.3.3: PUBCOMP answers every PUBREL, known id or not; 5.0 says which
+                // (0x92, 3.7.2.1; 3.1.1 encodes only the id).
+                let reason = if known { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
+                self.send(token, &Packet::Pubcomp(Ack { reason, ..Ack::new(packet_id) }));
                 Ok(())
             }
             Packet::Pubcomp(Ack { packet_id, .. }) => {
@@ -117,7 +130,7 @@ impl Core {
                 self.send(token, &Packet::Pingresp);
                 Ok(())
             }
-            Packet::Disconnect(_) => Err(CloseReason::ClientDisconnect),
+            Packet::Disconnect(d) => Err(self.on_disconnect(token, session, &d)),
             // Only a 5.0 session decodes AUTH, and 5.0 CONNECTs are refused for now.
             Packet::Auth(_) => Err(CloseReason::Protocol(ProtocolError::UnexpectedAuth)),
             Packet::Connect(_) => Err(CloseReason::Protocol(ProtocolError::SecondConnect)),
@@ -128,7 +141,9 @@ impl Core {
         }
     }
 
-    fn refuse_connect(&mut self, token: usize, code: ConnectReturnCode) -> Result<(), CloseReason> {
+    /// Answer CONNECT with a refusal (a 3.1.1 client gets the nearest return code) and close.
+    fn refuse_connect(&mut self, token: usize, code: impl Into<ReasonCode>) -> Result<(), CloseReason> {
+        let code = code.into();
         self.send(token, &Packet::Connack(Box::new(Connack::new(false, code))));
         Err(CloseReason::ConnectRefused(code))
     }
@@ -136,11 +151,13 @@ impl Core {
     fn on_connect(&mut self, token: usize, c: Connect<'_>, now: Instant) -> Result<(), CloseReason> {
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.level = c.level;
-        // The codec speaks 5.0, the broker not yet: refuse it with a 5.0 CONNACK 0x84
-        // Unsupported Protocol Version ([MQTT-3.1.2-2] allows it), encoded at the client's level.
-        if c.level == ProtocolLevel::V5 {
-            log::debug!("Client from {} asked for protocol level 5", conn.peer);
-            return self.refuse_connect(token, ConnectReturnCode::UnacceptableProtocolVersion);
+        let v5 = c.level == ProtocolLevel::V5;
+        if let Some(method) = c.properties.authentication_method {
+            // 4.12: no enhanced authentication method is implemented yet (see `AuthMethod`).
+            if AuthMethod::from_name(method).is_none() {
+                info!("Client {:?} asked for authentication method {method:?}: not supported.", c.client_id);
+                return self.refuse_connect(token, ReasonCode::BAD_AUTHENTICATION_METHOD);
+            }
         }
         let listener = conn.listener;
         let identity = conn.identity.take();
@@ -173,8 +190,10 @@ impl Core {
                 return Err(Self::topic_too_long(w.topic));
             }
         }
-        let client_id: Rc<str> = if c.client_id.is_empty() {
-            if !c.clean_session {
+        let assigned = c.client_id.is_empty();
+        let client_id: Rc<str> = if assigned {
+            // 5.0 (3.1.3-6) assigns an id whatever Clean Start says.
+            if !c.clean_session && !v5 {
                 // 3.1.3-8: a zero-length id needs a clean session.
                 return self.refuse_connect(token, ConnectReturnCode::IdentifierRejected);
             }
@@ -201,17 +220,24 @@ impl Core {
             }
         }
         let existing = self.client_ids.get(&client_id).copied();
+        if let Some(s) = existing.and_then(|s| self.sessions.get_mut(s)) {
+            // 3.1.3-9: a new connection to the session before the Will Delay: no will.
+            s.delayed_will = None;
+        }
+        // 3.1.1's Clean Session both discards the old session and ends the new one with the
+        // connection; 5.0 splits it into Clean Start and Session Expiry Interval 0 (3.1.2.4).
+        let ends_with_connection = if v5 { c.properties.session_expiry_interval == 0 } else { c.clean_session };
         let (session, present) = match existing {
             Some(s) if c.clean_session => {
                 self.destroy_session(s);
-                (self.create_session(client_id.clone(), true), false)
+                (self.create_session(client_id.clone(), ends_with_connection), false)
             }
             Some(s) => (s, true),
-            None => (self.create_session(client_id.clone(), c.clean_session), false),
+            None => (self.create_session(client_id.clone(), ends_with_connection), false),
         };
         if let Some(s) = self.sessions.get_mut(session) {
             s.connection = Some(token);
-            s.clean = c.clean_session;
+            s.clean = ends_with_connection;
             s.expires_at = None;
             if acl.is_some() || s.acl.is_some() {
                 s.acl = acl.map(Box::new);
@@ -224,6 +250,7 @@ impl Core {
             payload: w.payload.into(),
             qos: w.qos,
             retain: w.retain,
+            v5: if v5 { MessageV5::of_will(&w.properties) } else { None },
         });
         self.leave_pending();
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
@@ -233,6 +260,9 @@ impl Core {
         conn.keep_alive = c.keep_alive;
         conn.will = will;
         conn.last_received = now;
+        if v5 {
+            conn.v5 = Some(Box::new(ConnV5::new(&c.properties, c.will.as_ref().map(|w| &w.properties))));
+        }
         let timer_at = conn.timer_at;
         info!(
             "New client connected from {} as {} (p{}, c{}, k{}{}{}).",
@@ -250,7 +280,19 @@ impl Core {
         if c.keep_alive != 0 && timer_at.is_none_or(|at| keep_alive_at < at) {
             self.arm_timer(token, keep_alive_at);
         }
-        self.send(token, &Packet::Connack(Box::new(Connack::new(present, ConnectReturnCode::Accepted))));
+        let mut connack = Connack::new(present, ConnectReturnCode::Accepted);
+        if v5 {
+            let asked = c.properties.session_expiry_interval;
+            // 3.2.2.3.2: say so when the expiry used differs from the one asked for.
+            let used = match self.session_expiry(asked) {
+                _ if asked == 0 => 0,
+                None => u32::MAX,
+                Some(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1),
+            };
+            let assigned_id = assigned.then_some(&*client_id);
+            connack.properties = self.connack_properties(assigned_id, (used != asked).then_some(used));
+        }
+        self.send(token, &Packet::Connack(Box::new(connack)));
         if present {
             self.resume_session(token, session);
         }
@@ -286,16 +328,21 @@ impl Core {
         if self.client_ids.get(&session.client_id) == Some(&slot) {
             self.client_ids.remove(&session.client_id);
         }
+        if let Some(will) = session.delayed_will {
+            // 3.1.3.2.2: the session ended before the Will Delay Interval did.
+            self.publish_will(&will.0);
+        }
     }
 
     /// A client came back to a stored session: resend what was in flight (4.4), with DUP on
     /// PUBLISH, then whatever waited in the queue.
     fn resume_session(&mut self, token: usize, slot: usize) {
+        let now = self.now;
         let (Some(session), Some(conn)) = (self.sessions.get_mut(slot), self.conns.get_mut(token)) else { return };
         for f in session.inflight.in_send_order() {
             match (&f.out, f.state) {
                 (Some(out), InflightState::AwaitPuback | InflightState::AwaitPubrec) => {
-                    conn.write_publish(out, Some(f.packet_id), true);
+                    conn.write_publish(out, Some(f.packet_id), true, now);
                 }
                 _ => {
                     let level = conn.level;
@@ -309,6 +356,15 @@ impl Core {
     }
 
     fn on_publish(&mut self, token: usize, session: usize, p: Publish<'_>) -> Result<(), CloseReason> {
+        let v5 = self.conns.get(token).is_some_and(|c| c.v5.is_some());
+        let aliased;
+        let p = match self.v5_inbound_if(v5, token, session, &p)? {
+            Some(topic) => {
+                aliased = topic;
+                Publish { topic: &aliased, ..p }
+            }
+            None => p,
+        };
         if self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit {
             // mosquitto's behaviour: acknowledged (3.1.1 has no way to refuse it) and dropped.
             self.stats.dropped_oversize += 1;
@@ -333,6 +389,7 @@ impl Core {
             let first = self.sessions.get_mut(session).is_some_and(|s| s.receive_qos2(id));
             if !first {
                 // Duplicate of a message already delivered (4.3.3): acknowledge, do not deliver.
+                // (At 5.0 too: the first PUBREC said what there was to say.)
                 self.send(token, &Packet::Pubrec(Ack::new(id)));
                 return Ok(());
             }
@@ -382,10 +439,20 @@ impl Core {
                 Ok(list) | Err(list) => list,
             };
             self.remember_route(token, topic, generation, spare, false);
-            self.ack_publish(token, &p);
+            if v5 {
+                // 5.0 can refuse it: 0x87, which ends a QoS 2 exchange (4.3.3), so its id is
+                // free again.
+                if let (QoS::ExactlyOnce, Some(id), Some(s)) = (p.qos, p.packet_id, self.sessions.get_mut(session)) {
+                    s.release_qos2(id);
+                }
+                self.ack_publish_with(token, &p, ReasonCode::NOT_AUTHORIZED);
+            } else {
+                self.ack_publish(token, &p);
+            }
             return Ok(());
         }
-        let msg = Message { topic, payload: p.payload.into(), qos: p.qos, retain: p.retain };
+        let v5_part = if v5 { MessageV5::of_publish(&p.properties, self.now) } else { None };
+        let msg = Message { topic, payload: p.payload.into(), qos: p.qos, retain: p.retain, v5: v5_part };
         if p.retain {
             self.retained.update(&msg);
         }
@@ -394,9 +461,27 @@ impl Core {
             Err(spare) => self.subscribers_of(&msg.topic, spare),
         };
         self.deliver_to(&msg, &matches);
+        // 5.0 acks say when nobody got it (mosquitto does too); 3.1.1 encodes only the id.
+        let reason = if matches.is_empty() { ReasonCode::NO_MATCHING_SUBSCRIBERS } else { ReasonCode::SUCCESS };
         self.remember_route(token, Rc::clone(&msg.topic), generation, matches, true);
-        self.ack_publish(token, &p);
+        self.ack_publish_with(token, &p, reason);
         Ok(())
+    }
+
+    /// `v5_inbound` for a 5.0 connection; nothing to do below 5.0.
+    #[inline]
+    fn v5_inbound_if(
+        &mut self,
+        v5: bool,
+        token: usize,
+        session: usize,
+        p: &Publish<'_>,
+    ) -> Result<Option<Rc<str>>, CloseReason> {
+        if v5 {
+            self.v5_inbound(token, session, p)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Keep `topic`'s route (and write decision) as the publisher's cache entry. O(1).
@@ -441,9 +526,15 @@ impl Core {
     }
 
     fn ack_publish(&mut self, token: usize, p: &Publish<'_>) {
+        self.ack_publish_with(token, p, ReasonCode::SUCCESS);
+    }
+
+    /// PUBACK / PUBREC with `reason` (on the wire at 5.0 only).
+    fn ack_publish_with(&mut self, token: usize, p: &Publish<'_>, reason: ReasonCode) {
+        let ack = |packet_id| Ack { reason, ..Ack::new(packet_id) };
         match (p.qos, p.packet_id) {
-            (QoS::AtLeastOnce, Some(packet_id)) => self.send(token, &Packet::Puback(Ack::new(packet_id))),
-            (QoS::ExactlyOnce, Some(packet_id)) => self.send(token, &Packet::Pubrec(Ack::new(packet_id))),
+            (QoS::AtLeastOnce, Some(packet_id)) => self.send(token, &Packet::Puback(ack(packet_id))),
+            (QoS::ExactlyOnce, Some(packet_id)) => self.send(token, &Packet::Pubrec(ack(packet_id))),
             _ => {}
         }
     }
@@ -511,6 +602,7 @@ impl Core {
     /// on the usual path; flow control only looks further when the output is over its
     /// high watermark.
     fn deliver(&mut self, slot: usize, out: Outgoing) {
+        let now = self.now;
         let Some(session) = self.sessions.get_mut(slot) else { return };
         let Some(token) = session.connection else {
             // Offline: QoS 0 is not kept for offline clients (as mosquitto's default); QoS 1/2
@@ -521,6 +613,9 @@ impl Core {
             return;
         };
         let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
+        if !conn.may_send(&out, now) {
+            return;
+        }
         let high = self.limits.high_watermark;
         if out.qos == QoS::AtMostOnce {
             let pending = conn.out.len();
@@ -528,9 +623,9 @@ impl Core {
                 self.count_qos0_drop(token);
                 return;
             }
-            conn.write_publish(&out, None, false);
-        } else if session.queue.is_empty() && session.inflight.len() < self.limits.max_inflight {
-            send_inflight(session, conn, out);
+            conn.write_publish(&out, None, false, now);
+        } else if session.queue.is_empty() && session.inflight.len() < conn.send_window(self.limits.max_inflight) {
+            send_inflight(session, conn, out, now);
         } else {
             self.enqueue(slot, out);
             return;
@@ -568,11 +663,16 @@ impl Core {
         let Some(session) = self.sessions.get_mut(slot) else { return };
         let Some(token) = session.connection else { return };
         let Some(conn) = self.conns.get_mut(token) else { return };
+        let now = self.now;
+        let window = conn.send_window(self.limits.max_inflight);
         let mut wrote = false;
-        while session.inflight.len() < self.limits.max_inflight {
+        while session.inflight.len() < window {
             let Some(out) = session.dequeue() else { break };
-            send_inflight(session, conn, out);
-            wrote = true;
+            // 3.3.2-5: a message that expired while queued is not sent.
+            if conn.may_send(&out, now) {
+                send_inflight(session, conn, out, now);
+                wrote = true;
+            }
         }
         if wrote {
             self.mark_dirty(token);
@@ -619,6 +719,9 @@ impl Core {
         for (filter, qos) in granted {
             retained.clear();
             self.retained.matching(filter, &mut retained);
+            if retained.iter().any(|m| m.v5.is_some()) {
+                self.drop_expired_retained(&mut retained);
+            }
             if self.acl_active {
                 retained.retain(|m| self.may_read(slot, &m.topic));
             }
@@ -642,9 +745,9 @@ impl Core {
 }
 
 /// Start a QoS 1/2 delivery on a connected session: allocate its packet id and encode it.
-fn send_inflight(session: &mut Session, conn: &mut Connection, out: Outgoing) {
+fn send_inflight(session: &mut Session, conn: &mut Connection, out: Outgoing, now: Instant) {
     let inflight = session.start_inflight(out);
     if let Some(out) = &inflight.out {
-        conn.write_publish(out, Some(inflight.packet_id), false);
+        conn.write_publish(out, Some(inflight.packet_id), false, now);
     }
 }
