@@ -211,7 +211,7 @@ impl Connection {
             return false;
         }
         let Some(v5) = self.v5.as_deref_mut() else { return true };
-        if crate::broker::v5::publish_size(out, 0, now) > v5.maximum_packet_size {
+        if crate::broker::v5::publish_size(out, now) > v5.maximum_packet_size {
             v5.dropped_too_large += 1;
             return false;
         }
@@ -249,7 +249,7 @@ impl Connection {
         let extras = PublishV5Extras {
             topic_alias: None,
             message_expiry_interval: v5.and_then(|v| v.remaining(now)),
-            subscription_identifiers: &[],
+            subscription_identifiers: if out.sub_id == 0 { &[] } else { std::slice::from_ref(&out.sub_id) },
             forwarded: v5.map_or(&[][..], |v| &v.forwarded[..]),
         };
         encode_publish_header(

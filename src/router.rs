@@ -48,11 +48,31 @@ impl Hasher for LevelHasher {
 
 type LevelMap<V> = HashMap<Box<str>, V, BuildHasherDefault<LevelHasher>>;
 
-/// A subscriber of one filter: the session slot and the QoS it was granted.
+/// A subscriber of one filter: the session slot, the QoS it was granted, and its 5.0 options
+/// (in what was padding: still 16 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscriber {
     pub session: usize,
     pub qos: QoS,
+    /// `subscriber::NO_LOCAL`, `subscriber::RETAIN_AS_PUBLISHED` (0 for 3.1.1).
+    pub flags: u8,
+    /// 5.0 Subscription Identifier (3.8.2.1.2); 0: none.
+    pub id: u32,
+}
+
+/// `Subscriber::flags` bits.
+pub mod subscriber {
+    /// 3.8.3-3: not delivered to the publishing session.
+    pub const NO_LOCAL: u8 = 1;
+    /// 3.3.1-12: the RETAIN flag is forwarded as published.
+    pub const RETAIN_AS_PUBLISHED: u8 = 2;
+}
+
+impl Subscriber {
+    /// A 3.1.1 subscription.
+    pub const fn new(session: usize, qos: QoS) -> Self {
+        Subscriber { session, qos, flags: 0, id: 0 }
+    }
 }
 
 /// Children of a trie node by exact level name. Most nodes have a handful, where a scan beats
@@ -248,7 +268,7 @@ impl Router {
         let Some(n) = self.arena.get_mut(node) else { return false };
         let list = if multi { &mut n.multi } else { &mut n.exact };
         if let Some(existing) = list.iter_mut().find(|s| s.session == sub.session) {
-            existing.qos = sub.qos;
+            *existing = sub;
             true
         } else {
             list.push(sub);
@@ -495,7 +515,7 @@ mod tests {
     use super::*;
 
     fn sub(session: usize, qos: QoS) -> Subscriber {
-        Subscriber { session, qos }
+        Subscriber::new(session, qos)
     }
 
     fn sessions(r: &mut Router, topic: &str) -> Vec<usize> {

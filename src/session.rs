@@ -15,8 +15,11 @@ use crate::router::Message;
 pub struct Outgoing {
     pub msg: Message,
     pub qos: QoS,
-    /// Retain flag as sent: set only for retained messages sent because of a new subscription.
+    /// Retain flag as sent: set for retained messages sent because of a new subscription, and
+    /// (5.0 Retain As Published) for messages published with it.
     pub retain: bool,
+    /// 5.0 Subscription Identifier of the subscription it matched; 0: none.
+    pub sub_id: u32,
 }
 
 /// Where an outbound QoS 1/2 message stands.
@@ -466,7 +469,7 @@ mod tests {
     fn out() -> Outgoing {
         let msg =
             Message { topic: "t".into(), payload: b"p"[..].into(), qos: QoS::ExactlyOnce, retain: false, v5: None };
-        Outgoing { msg, qos: QoS::ExactlyOnce, retain: false }
+        Outgoing { msg, qos: QoS::ExactlyOnce, retain: false, sub_id: 0 }
     }
 
     #[test]

@@ -11,10 +11,9 @@ use crate::auth::acl::Access;
 use crate::auth::security::Credentials;
 use crate::connection::{keep_alive_grace, Connection, LastPublish, Phase};
 use crate::mqtt::{
-    encode_packet, Ack, Connack, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, ReasonCode, Suback,
-    Subscribe, Unsuback, Unsubscribe,
+    encode_packet, Ack, Connack, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, ReasonCode,
 };
-use crate::router::{Message, Subscriber};
+use crate::router::{subscriber, Message, Subscriber};
 use crate::session::{InflightState, Outgoing, Session};
 
 use super::v5::{AuthMethod, ConnV5, MessageV5};
@@ -42,7 +41,7 @@ impl Core {
     }
 
     /// Whether `topic` is within `max_topic_levels` and `max_topic_length`. O(length).
-    fn topic_within_limits(&self, topic: &str) -> bool {
+    pub(super) fn topic_within_limits(&self, topic: &str) -> bool {
         topic.len() <= self.limits.max_topic_length && topic_levels(topic) <= self.limits.max_topic_levels
     }
 
@@ -52,7 +51,7 @@ impl Core {
 
     /// Log a limit the client hit, once per connection (`mark` 0: not logged here, because it
     /// is logged once globally).
-    fn warn_once(&mut self, token: usize, mark: u8, what: std::fmt::Arguments<'_>) {
+    pub(super) fn warn_once(&mut self, token: usize, mark: u8, what: std::fmt::Arguments<'_>) {
         let Some(conn) = self.conns.get_mut(token).filter(|_| mark != 0) else { return };
         if conn.warned & mark == 0 {
             conn.warned |= mark;
@@ -458,7 +457,15 @@ impl Core {
         }
         let matches = match cached {
             Ok(matches) => matches,
-            Err(spare) => self.subscribers_of(&msg.topic, spare),
+            Err(spare) => {
+                let mut fresh = self.subscribers_of(&msg.topic, spare);
+                // 3.8.3-3: No Local. The cached route is this connection's (one session), so
+                // filtering it once is right for every later hit.
+                if fresh.iter().any(|s| s.flags & subscriber::NO_LOCAL != 0) {
+                    fresh.retain(|s| s.session != session || s.flags & subscriber::NO_LOCAL == 0);
+                }
+                fresh
+            }
         };
         self.deliver_to(&msg, &matches);
         // 5.0 acks say when nobody got it (mosquitto does too); 3.1.1 encodes only the id.
@@ -520,7 +527,7 @@ impl Core {
 
     /// Whether the client of `session` may receive a message on `topic` (ACL read access).
     /// O(ACL rules of the client x levels); O(1) without an ACL file.
-    fn may_read(&self, session: usize, topic: &str) -> bool {
+    pub(super) fn may_read(&self, session: usize, topic: &str) -> bool {
         let acl = self.sessions.get(session).and_then(|s| s.acl.as_deref());
         acl.is_none_or(|acl| acl.allows(topic, Access::Read))
     }
@@ -567,7 +574,9 @@ impl Core {
     fn deliver_to(&mut self, msg: &Message, subscribers: &[Subscriber]) {
         for sub in subscribers {
             let qos = msg.qos.min(sub.qos);
-            self.deliver(sub.session, Outgoing { msg: msg.clone(), qos, retain: false });
+            // 3.3.1-12/13: RETAIN is kept only for Retain As Published subscriptions.
+            let retain = msg.retain && sub.flags & subscriber::RETAIN_AS_PUBLISHED != 0;
+            self.deliver(sub.session, Outgoing { msg: msg.clone(), qos, retain, sub_id: sub.id });
         }
     }
 
@@ -583,10 +592,23 @@ impl Core {
         for i in 0..matches.len() {
             let Some(&sub) = matches.get(i) else { break };
             let Some(mark) = self.marks.get_mut(sub.session) else { continue };
-            if mark.0 == epoch {
+            let first = matches.get(mark.1).filter(|_| mark.0 == epoch).copied();
+            // 5.0: two different Subscription Identifiers stay two deliveries (3.3.4-2 allows
+            // one per subscription), each with its own identifier.
+            if first.is_some_and(|f| f.id == 0 || sub.id == 0 || f.id == sub.id) {
                 if let Some(first) = matches.get_mut(mark.1) {
                     first.qos = first.qos.max(sub.qos);
+                    first.id = first.id.max(sub.id);
+                    // Not local only if every matching subscription says so; retain as
+                    // published if any does.
+                    let no_local = first.flags & sub.flags & subscriber::NO_LOCAL;
+                    first.flags = (first.flags | sub.flags) & !subscriber::NO_LOCAL | no_local;
                 }
+            } else if first.is_some() {
+                if let Some(slot) = matches.get_mut(kept) {
+                    *slot = sub;
+                }
+                kept += 1;
             } else {
                 *mark = (epoch, kept);
                 if let Some(slot) = matches.get_mut(kept) {
@@ -601,7 +623,7 @@ impl Core {
     /// Send or queue one message for a session. O(1): one session and one connection lookup
     /// on the usual path; flow control only looks further when the output is over its
     /// high watermark.
-    fn deliver(&mut self, slot: usize, out: Outgoing) {
+    pub(super) fn deliver(&mut self, slot: usize, out: Outgoing) {
         let now = self.now;
         let Some(session) = self.sessions.get_mut(slot) else { return };
         let Some(token) = session.connection else {
@@ -678,69 +700,6 @@ impl Core {
             self.mark_dirty(token);
             self.after_output(token);
         }
-    }
-
-    /// SUBSCRIBE: each filter within the limits is added (O(levels) in the trie, O(1) in the
-    /// session's set); the others get 0x80. Retained messages follow the SUBACK.
-    fn on_subscribe(&mut self, token: usize, slot: usize, s: Subscribe<'_>) {
-        let memory_full = self.memory_full();
-        let mut reason_codes = Vec::with_capacity(s.filters.len());
-        let mut granted: Vec<(&str, QoS)> = Vec::with_capacity(s.filters.len());
-        for (i, &(filter, options)) in s.filters.iter().enumerate() {
-            let qos = options.qos;
-            let refusal = if i >= self.limits.max_subscribe_filters {
-                Some((warned::FILTERS, "more filters in one SUBSCRIBE than max_subscribe_filters"))
-            } else if !self.topic_within_limits(filter) {
-                Some((warned::TOPIC, "topic filter over max_topic_levels or max_topic_length"))
-            } else if memory_full {
-                Some((0, "memory_limit reached"))
-            } else {
-                let limit = self.limits.max_subscriptions;
-                let at_limit = self.sessions.get(slot).is_some_and(|session| {
-                    limit != 0 && session.subscriptions.len() >= limit && !session.subscriptions.contains(filter)
-                });
-                at_limit.then_some((warned::SUBSCRIPTIONS, "max_subscriptions reached"))
-            };
-            if let Some((mark, why)) = refusal {
-                self.warn_once(token, mark, format_args!("subscription to {filter:?} refused: {why}."));
-                reason_codes.push(ReasonCode::UNSPECIFIED_ERROR);
-                continue;
-            }
-            self.router.subscribe(filter, Subscriber { session: slot, qos });
-            if let Some(session) = self.sessions.get_mut(slot) {
-                session.subscriptions.insert(filter, qos);
-            }
-            reason_codes.push(ReasonCode::granted(qos));
-            granted.push((filter, qos));
-        }
-        self.send(token, &Packet::Suback(Suback::new(s.packet_id, reason_codes)));
-        // 3.3.1-6: retained messages matching a new subscription follow the SUBACK, retain set.
-        let mut retained = Vec::new();
-        for (filter, qos) in granted {
-            retained.clear();
-            self.retained.matching(filter, &mut retained);
-            if retained.iter().any(|m| m.v5.is_some()) {
-                self.drop_expired_retained(&mut retained);
-            }
-            if self.acl_active {
-                retained.retain(|m| self.may_read(slot, &m.topic));
-            }
-            for msg in retained.drain(..) {
-                let qos = msg.qos.min(qos);
-                self.deliver(slot, Outgoing { msg, qos, retain: true });
-            }
-        }
-    }
-
-    /// UNSUBSCRIBE: O(levels) per filter.
-    fn on_unsubscribe(&mut self, token: usize, slot: usize, u: Unsubscribe<'_>) {
-        for filter in &u.filters {
-            let removed = self.sessions.get_mut(slot).is_some_and(|session| session.subscriptions.remove(filter));
-            if removed {
-                self.router.unsubscribe(filter, slot);
-            }
-        }
-        self.send(token, &Packet::Unsuback(Unsuback::new(u.packet_id)));
     }
 }
 

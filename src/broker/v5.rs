@@ -154,8 +154,9 @@ fn varint_len(n: usize) -> usize {
 
 /// The size of the 5.0 PUBLISH that carries `out` at `now` (as `encode_publish_header` writes
 /// it, without a topic alias). O(1).
-pub fn publish_size(out: &Outgoing, sub_ids: usize, now: Instant) -> usize {
+pub fn publish_size(out: &Outgoing, now: Instant) -> usize {
     let msg = &out.msg;
+    let sub_ids = if out.sub_id == 0 { 0 } else { 1 + varint_len(out.sub_id as usize) };
     let v5 = msg.v5.as_deref();
     let props = v5.map_or(0, |v| v.forwarded.len() + v.remaining(now).map_or(0, |_| 5)) + sub_ids;
     let id = if out.qos == QoS::AtMostOnce { 0 } else { 2 };
@@ -230,7 +231,7 @@ impl Core {
             assigned_client_identifier,
             topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
             wildcard_subscription_available: Some(true),
-            subscription_identifiers_available: Some(false),
+            subscription_identifiers_available: Some(true),
             shared_subscription_available: Some(false),
             ..ConnackProperties::default()
         }

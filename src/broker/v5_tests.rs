@@ -9,7 +9,7 @@ use crate::mqtt::{
     decode_packet, encode_packet, Ack, ConnectProperties, Disconnect, DisconnectProperties, Packet, ProtocolLevel,
     Publish, PublishProperties, QoS, ReasonCode, Subscribe, UserProperties, Will, WillProperties,
 };
-use crate::mqtt::{Connect, SubscriptionOptions};
+use crate::mqtt::{Connect, RetainHandling, SubscriptionOptions};
 
 fn decode5(bytes: &[u8]) -> Packet<'_> {
     decode_packet(bytes, ProtocolLevel::V5, MAX).unwrap().unwrap().0
@@ -487,4 +487,139 @@ fn mqtt_3_1_2_8_will_published_when_the_session_ends_before_its_delay() {
     h.core.handle_timeouts(h.now + Duration::from_secs(3));
     assert_eq!(h.received(s).len(), 1, "session expired at 2 s, will with it");
     assert_eq!(h.core.session_count(), 1, "only the subscriber's");
+}
+
+fn options(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions::qos(qos)
+}
+
+#[test]
+fn mqtt_3_8_3_3_no_local_not_delivered_to_own_session_also_from_the_route_cache() {
+    let mut h = Harness::new();
+    let a = h.connect5("a", true, 0);
+    h.subscribe5(a, "t", SubscriptionOptions { no_local: true, ..options(QoS::AtMostOnce) });
+    let b = h.connect5("b", true, 0);
+    h.subscribe5(b, "t", options(QoS::AtMostOnce));
+    for _ in 0..3 {
+        h.publish5(a, "t", QoS::AtMostOnce, Default::default());
+    }
+    assert!(h.received(a).is_empty(), "own publications, cached route or not");
+    assert_eq!(h.received(b).len(), 3);
+    h.publish5(b, "t", QoS::AtMostOnce, Default::default());
+    assert_eq!(h.received(a).len(), 1, "others' still come");
+    // A second, local subscription of the same session matching too: delivered once.
+    h.subscribe5(a, "#", options(QoS::AtMostOnce));
+    h.publish5(a, "t", QoS::AtMostOnce, Default::default());
+    assert_eq!(h.received(a).len(), 1);
+}
+
+#[test]
+fn mqtt_3_3_1_12_retain_as_published_keeps_the_flag_else_cleared() {
+    let mut h = Harness::new();
+    let keep = h.connect5("keep", true, 0);
+    h.subscribe5(keep, "t", SubscriptionOptions { retain_as_published: true, ..options(QoS::AtMostOnce) });
+    let clear = h.connect5("clear", true, 0);
+    h.subscribe5(clear, "t", options(QoS::AtMostOnce));
+    let p = h.connect5("p", true, 0);
+    let retained = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: true,
+        topic: "t",
+        packet_id: None,
+        payload: b"r",
+        properties: Default::default(),
+    };
+    h.send5(p, &Packet::Publish(retained));
+    assert!(publish5(&h.received(keep)[0]).retain, "3.3.1-13");
+    assert!(!publish5(&h.received(clear)[0]).retain, "3.3.1-12");
+}
+
+#[test]
+fn mqtt_3_3_1_9_to_11_retain_handling_0_1_2() {
+    let mut h = Harness::new();
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "r", b"kept", QoS::AtMostOnce, 0, true);
+    let s = h.connect5("s", true, 0);
+    let with = |rh| SubscriptionOptions { retain_handling: rh, ..options(QoS::AtMostOnce) };
+    let count = |h: &mut Harness, rh| {
+        h.send5(
+            s,
+            &Packet::Subscribe(Subscribe {
+                packet_id: 9,
+                filters: vec![("r", with(rh))],
+                properties: Default::default(),
+            }),
+        );
+        h.received(s).len() - 1 // less the SUBACK
+    };
+    assert_eq!(count(&mut h, RetainHandling::DoNotSend), 0, "2: never");
+    assert_eq!(count(&mut h, RetainHandling::SendIfNew), 0, "1: the subscription exists already");
+    assert_eq!(count(&mut h, RetainHandling::SendAtSubscribe), 1, "0: at every subscribe");
+    h.send5(
+        s,
+        &Packet::Unsubscribe(crate::mqtt::Unsubscribe {
+            packet_id: 3,
+            filters: vec!["r"],
+            user_properties: Default::default(),
+        }),
+    );
+    h.received(s);
+    assert_eq!(count(&mut h, RetainHandling::SendIfNew), 1, "1: new again");
+}
+
+#[test]
+fn mqtt_3_3_4_3_subscription_identifiers_delivered_with_each_match() {
+    let mut h = Harness::new();
+    let s = h.connect5("s", true, 0);
+    let sub = |h: &mut Harness, filter, id| {
+        let properties = crate::mqtt::SubscribeProperties { subscription_identifier: Some(id), ..Default::default() };
+        h.send5(
+            s,
+            &Packet::Subscribe(Subscribe {
+                packet_id: 9,
+                filters: vec![(filter, options(QoS::AtMostOnce))],
+                properties,
+            }),
+        );
+        h.received(s);
+    };
+    sub(&mut h, "a/+", 5);
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "a/b", b"x", QoS::AtMostOnce, 0, false);
+    let got = h.received(s);
+    let ids: Vec<u32> = publish5(&got[0]).properties.subscription_identifiers.iter().collect();
+    assert_eq!(ids, [5]);
+    // Two matching subscriptions with their identifiers: each delivery carries one (3.3.4-2
+    // allows a copy per subscription), so together they carry both.
+    sub(&mut h, "a/#", 7);
+    h.publish(p, "a/b", b"x", QoS::AtMostOnce, 0, false);
+    let got = h.received(s);
+    let mut ids: Vec<u32> =
+        got.iter().flat_map(|b| publish5(b).properties.subscription_identifiers.iter().collect::<Vec<_>>()).collect();
+    ids.sort();
+    assert_eq!(ids, [5, 7]);
+}
+
+#[test]
+fn mqtt_3_9_3_suback_and_unsuback_reason_codes() {
+    let mut h = Harness::with(|c| c.max_subscriptions = 1);
+    let s = h.connect5("s", true, 0);
+    assert_eq!(h.subscribe5(s, "a", options(QoS::ExactlyOnce)), [ReasonCode::GRANTED_QOS_2]);
+    assert_eq!(h.subscribe5(s, "b", options(QoS::AtMostOnce)), [ReasonCode::QUOTA_EXCEEDED]);
+    assert_eq!(
+        h.subscribe5(s, "$share/g/a", options(QoS::AtMostOnce)),
+        [ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED]
+    );
+    h.send5(
+        s,
+        &Packet::Unsubscribe(crate::mqtt::Unsubscribe {
+            packet_id: 3,
+            filters: vec!["a", "zz"],
+            user_properties: Default::default(),
+        }),
+    );
+    let got = h.received(s);
+    let Packet::Unsuback(u) = decode5(&got[0]) else { panic!() };
+    assert_eq!(u.reason_codes, [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]);
 }
