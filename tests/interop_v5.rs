@@ -174,3 +174,17 @@ fn mosquitto_clients_v5_user_properties_reach_v5_and_v311_subscribers() {
     assert_eq!(l5, ["m/5 hi k1:v1 k2:v2", "m/3 hi"], "5.0 subscriber");
     assert_eq!(l3, ["m/5 hi", "m/3 hi"], "3.1.1 subscriber");
 }
+
+#[test]
+fn mqttjs_v5_topic_alias_user_properties_and_subscription_identifier_on_websocket_and_tcp() {
+    let b = TestBroker::start();
+    if !interop_dir().join("node_modules/mqtt").exists() {
+        panic!("MQTT.js missing: run `bash tests/interop/install-deps.sh`");
+    }
+    for url in [ws(&b), format!("mqtt://{}", b.tcp)] {
+        let mut cmd = Command::new("node");
+        cmd.arg(interop_dir().join("mqttjs_v5.js")).arg(&url);
+        let (ok, out, err) = run_bounded(&mut cmd, Duration::from_secs(30));
+        assert!(ok && out.contains("PASS mqttjs_v5"), "mqttjs_v5.js {url}: {out}{err}");
+    }
+}
