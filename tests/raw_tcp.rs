@@ -872,3 +872,15 @@ fn mqtt_3_1_4_2_takeover_keeps_persistent_session() {
     p.publish1("mv/t", b"next", 2);
     assert_eq!(new.recv_publish().payload, b"next");
 }
+
+#[test]
+fn mqtt_3_14_v5_client_gets_disconnect_0x8b_when_the_broker_stops() {
+    let b = TestBroker::start();
+    let mut c = b.raw();
+    c.send(&ConnectBuilder::new("five").protocol(b"MQTT", 5).build());
+    assert_eq!(c.recv().kind(), 2);
+    drop(b);
+    let got = c.expect_closed();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].kind(), got[0].body()[0]), (14, 0x8B), "DISCONNECT Server shutting down: {got:?}");
+}

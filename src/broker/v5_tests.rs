@@ -623,3 +623,57 @@ fn mqtt_3_9_3_suback_and_unsuback_reason_codes() {
     let Packet::Unsuback(u) = decode5(&got[0]) else { panic!() };
     assert_eq!(u.reason_codes, [ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]);
 }
+
+#[test]
+fn mqtt_3_3_4_publish_the_acl_refuses_gets_puback_0x87_and_pubrec_0x87_frees_its_id() {
+    let mut h = Harness::new();
+    let (acl, _) = crate::auth::acl::Acl::parse("topic readwrite open/#\n").unwrap();
+    let mut security = crate::auth::security::Security::open(true, false);
+    security.acl = Some(std::rc::Rc::new(acl));
+    h.core.set_security(vec![std::rc::Rc::new(security)]);
+    let t = h.connect5("a", true, 0);
+    h.publish5(t, "closed", QoS::AtLeastOnce, Default::default());
+    let got = h.received(t);
+    let Packet::Puback(a) = decode5(&got[0]) else { panic!() };
+    assert_eq!(a.reason, ReasonCode::NOT_AUTHORIZED);
+    h.publish5(t, "closed", QoS::ExactlyOnce, Default::default());
+    let got = h.received(t);
+    let Packet::Pubrec(a) = decode5(&got[0]) else { panic!() };
+    assert_eq!(a.reason, ReasonCode::NOT_AUTHORIZED);
+    assert!(h.core.sessions.iter().all(|(_, s)| s.inbound_qos2.is_empty()), "the refused exchange is over (4.3.3)");
+    // A 3.1.1 client keeps mosquitto's behaviour: acknowledged, dropped.
+    let (o, _) = h.connect("old", true);
+    h.publish(o, "closed", b"x", QoS::AtLeastOnce, 1, false);
+    assert_eq!(h.received(o)[0], [0x40, 2, 0, 1]);
+}
+
+#[test]
+fn mqtt_4_13_2_packet_too_large_gets_disconnect_0x95_and_malformed_0x81() {
+    let mut h = Harness::with(|c| c.max_packet_size = 100);
+    let t = h.connect5("big", true, 0);
+    h.publish5(t, "t", QoS::AtMostOnce, Default::default());
+    let p = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "t",
+        packet_id: None,
+        payload: &[0; 200],
+        properties: Default::default(),
+    };
+    h.send5(t, &Packet::Publish(p));
+    assert_eq!(h.disconnected_with(t), ReasonCode::PACKET_TOO_LARGE);
+    let t = h.connect5("bad", true, 0);
+    // PUBLISH with QoS 3.
+    h.input(t, &[0x36, 4, 0, 1, b't', 0], h.now);
+    assert_eq!(h.disconnected_with(t), ReasonCode::MALFORMED_PACKET);
+}
+
+#[test]
+fn mqtt_3_2_2_3_connack_states_our_maximum_packet_size_when_configured() {
+    let mut h = Harness::with(|c| c.max_packet_size = 4096);
+    let (_, out) = h.connect_with(connect5("m", true, Default::default()));
+    let Packet::Connack(c) = decode5(&out[0]) else { panic!() };
+    assert_eq!(c.properties.maximum_packet_size, Some(4096));
+    assert_eq!(c.properties.subscription_identifiers_available, Some(true));
+}
