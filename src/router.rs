@@ -66,6 +66,9 @@ pub mod subscriber {
     pub const NO_LOCAL: u8 = 1;
     /// 3.3.1-12: the RETAIN flag is forwarded as published.
     pub const RETAIN_AS_PUBLISHED: u8 = 2;
+    /// A shared subscription group (`broker::shared`): `session` names the group, and a
+    /// member is chosen per message.
+    pub const SHARED: u8 = 4;
 }
 
 impl Subscriber {

@@ -188,3 +188,10 @@ fn mqttjs_v5_topic_alias_user_properties_and_subscription_identifier_on_websocke
         assert!(ok && out.contains("PASS mqttjs_v5"), "mqttjs_v5.js {url}: {out}{err}");
     }
 }
+
+#[test]
+fn paho_shared_subscription_splits_the_load_and_fails_over_with_a_v311_group_alongside() {
+    let b = TestBroker::start();
+    paho_v5("shared_subscription", &tcp(&b), &[]);
+    paho_v5("shared_subscription", &ws(&b), &[]);
+}

@@ -103,6 +103,8 @@ pub enum ProtocolError {
     ReceiveMaximumExceeded,
     /// 5.0, 3.3.4-6: a client PUBLISH with a Subscription Identifier.
     SubscriptionIdentifierFromClient,
+    /// 5.0, 3.8.3-4: No Local on a shared subscription.
+    NoLocalOnSharedSubscription,
     /// 5.0, 3.14.2-2: DISCONNECT sets a Session Expiry Interval after CONNECT's was 0.
     SessionExpiryFromZero,
 }
@@ -123,6 +125,7 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::ReceiveMaximumExceeded => write!(f, "receive maximum exceeded"),
             ProtocolError::SubscriptionIdentifierFromClient => write!(f, "PUBLISH with a subscription identifier"),
             ProtocolError::SessionExpiryFromZero => write!(f, "DISCONNECT set a session expiry after 0"),
+            ProtocolError::NoLocalOnSharedSubscription => write!(f, "No Local on a shared subscription"),
         }
     }
 }
@@ -279,6 +282,8 @@ pub struct Core {
     client_ids: HashMap<Rc<str>, usize>,
     router: Router,
     retained: RetainedStore,
+    /// Shared subscription groups (`$share/...`).
+    shared: shared::SharedGroups,
     /// (deadline, token, serial): checked lazily; a stale entry is re-armed or dropped.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// (expiry, session slot, session serial) of offline persistent sessions; lazy like `timers`.
@@ -351,6 +356,7 @@ impl Core {
             client_ids: HashMap::new(),
             router: Router::default(),
             retained: RetainedStore::default(),
+            shared: shared::SharedGroups::default(),
             timers: BinaryHeap::new(),
             session_timers: BinaryHeap::new(),
             next_serial: 0,
@@ -709,6 +715,7 @@ mod flow;
 mod input;
 mod invariants;
 mod packets;
+mod shared;
 mod subscriptions;
 pub(crate) mod v5;
 

@@ -117,10 +117,7 @@ impl Core {
                 }
                 Ok(())
             }
-            Packet::Subscribe(s) => {
-                self.on_subscribe(token, session, s);
-                Ok(())
-            }
+            Packet::Subscribe(s) => self.on_subscribe(token, session, s),
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(token, session, u);
                 Ok(())
@@ -322,7 +319,7 @@ impl Core {
     pub(super) fn destroy_session(&mut self, slot: usize) {
         let Some(session) = self.sessions.remove(slot) else { return };
         for (filter, _) in session.subscriptions.iter() {
-            self.router.unsubscribe(filter, slot);
+            self.unsubscribe_filter(filter, slot);
         }
         if self.client_ids.get(&session.client_id) == Some(&slot) {
             self.client_ids.remove(&session.client_id);
@@ -566,13 +563,23 @@ impl Core {
         if self.acl_active {
             // A wildcard subscription never leaks a topic its client may not read. Paid once
             // per route: publishers cache the filtered list until subscriptions or rights change.
-            out.retain(|s| self.may_read(s.session, topic));
+            // (Shared groups are checked per member, at delivery.)
+            out.retain(|s| s.flags & subscriber::SHARED != 0 || self.may_read(s.session, topic));
         }
         out
     }
 
     fn deliver_to(&mut self, msg: &Message, subscribers: &[Subscriber]) {
         for sub in subscribers {
+            let picked;
+            let sub = if sub.flags & subscriber::SHARED == 0 {
+                sub
+            } else {
+                // One member of the group gets it (4.8.2).
+                let Some(member) = self.pick_shared(sub, &msg.topic) else { continue };
+                picked = member;
+                &picked
+            };
             let qos = msg.qos.min(sub.qos);
             // 3.3.1-12/13: RETAIN is kept only for Retain As Published subscriptions.
             let retain = msg.retain && sub.flags & subscriber::RETAIN_AS_PUBLISHED != 0;
@@ -591,6 +598,15 @@ impl Core {
         let mut kept = 0;
         for i in 0..matches.len() {
             let Some(&sub) = matches.get(i) else { break };
+            if sub.flags & subscriber::SHARED != 0 {
+                // A group, not a session: never merged (its member may also hold its own
+                // subscription, and gets both, as 4.8.2 has it).
+                if let Some(slot) = matches.get_mut(kept) {
+                    *slot = sub;
+                }
+                kept += 1;
+                continue;
+            }
             let Some(mark) = self.marks.get_mut(sub.session) else { continue };
             let first = matches.get(mark.1).filter(|_| mark.0 == epoch).copied();
             // 5.0: two different Subscription Identifiers stay two deliveries (3.3.4-2 allows

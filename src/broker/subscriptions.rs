@@ -2,7 +2,7 @@
 //! Retain As Published, Retain Handling, Subscription Identifiers) and reason codes, and the
 //! retained messages a new subscription gets.
 
-use super::{warned, Core};
+use super::{shared, warned, CloseReason, Core, ProtocolError};
 use crate::mqtt::{Packet, QoS, ReasonCode, RetainHandling, Suback, Subscribe, Unsuback, Unsubscribe};
 use crate::router::{subscriber, Subscriber};
 use crate::session::Outgoing;
@@ -10,9 +10,8 @@ use crate::session::Outgoing;
 impl Core {
     /// SUBSCRIBE: each filter within the limits is added (O(levels) in the trie, O(1) in the
     /// session's set); the others get 0x80. Retained messages follow the SUBACK.
-    pub(super) fn on_subscribe(&mut self, token: usize, slot: usize, s: Subscribe<'_>) {
+    pub(super) fn on_subscribe(&mut self, token: usize, slot: usize, s: Subscribe<'_>) -> Result<(), CloseReason> {
         let memory_full = self.memory_full();
-        let v5 = self.conns.get(token).is_some_and(|c| c.v5.is_some());
         let mut reason_codes = Vec::with_capacity(s.filters.len());
         let mut granted: Vec<(&str, QoS, u32)> = Vec::with_capacity(s.filters.len());
         // 3.8.2.1.2: one identifier for every filter of this SUBSCRIBE.
@@ -32,9 +31,8 @@ impl Core {
                     "topic filter over max_topic_levels or max_topic_length",
                     ReasonCode::TOPIC_FILTER_INVALID,
                 ))
-            } else if v5 && filter.starts_with("$share/") {
-                // CONNACK says Shared Subscription Available 0 (3.8.3.1).
-                Some((0, "shared subscriptions are not supported", ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED))
+            } else if shared::parse(filter).is_some_and(|p| p.is_err()) {
+                Some((0, "invalid shared subscription filter", ReasonCode::TOPIC_FILTER_INVALID))
             } else if memory_full {
                 Some((0, "memory_limit reached", ReasonCode::UNSPECIFIED_ERROR))
             } else {
@@ -56,7 +54,18 @@ impl Core {
             if options.retain_as_published {
                 flags |= subscriber::RETAIN_AS_PUBLISHED;
             }
-            self.router.subscribe(filter, Subscriber { session: slot, qos, flags, id });
+            let sub = Subscriber { session: slot, qos, flags, id };
+            let shared = shared::parse(filter).and_then(Result::ok);
+            match shared {
+                Some(_) if options.no_local => {
+                    // 3.8.3-4: No Local on a shared subscription is a protocol error.
+                    return Err(CloseReason::Protocol(ProtocolError::NoLocalOnSharedSubscription));
+                }
+                Some((_, inner)) => self.join_shared(filter, inner, sub),
+                None => {
+                    self.router.subscribe(filter, sub);
+                }
+            }
             let new = self.sessions.get_mut(slot).is_some_and(|session| session.subscriptions.insert(filter, qos));
             reason_codes.push(ReasonCode::granted(qos));
             // 3.3.1-9/10/11: Retain Handling 0 sends retained messages, 1 only for a new
@@ -66,7 +75,8 @@ impl Core {
                 RetainHandling::SendIfNew => new,
                 RetainHandling::DoNotSend => false,
             };
-            if send_retained {
+            // 4.8.2: no retained messages on a shared subscription.
+            if send_retained && shared.is_none() {
                 granted.push((filter, qos, id));
             }
         }
@@ -87,6 +97,7 @@ impl Core {
                 self.deliver(slot, Outgoing { msg, qos, retain: true, sub_id });
             }
         }
+        Ok(())
     }
 
     /// UNSUBSCRIBE: O(levels) per filter.
@@ -96,7 +107,7 @@ impl Core {
         for filter in &u.filters {
             let removed = self.sessions.get_mut(slot).is_some_and(|session| session.subscriptions.remove(filter));
             if removed {
-                self.router.unsubscribe(filter, slot);
+                self.unsubscribe_filter(filter, slot);
             }
             if v5 {
                 // 3.11.3: one code per filter; 0x11 No subscription existed.
@@ -104,5 +115,15 @@ impl Core {
             }
         }
         self.send(token, &Packet::Unsuback(ack));
+    }
+
+    /// Remove `session`'s subscription to `filter` from the router, or from its shared group.
+    /// O(levels).
+    pub(super) fn unsubscribe_filter(&mut self, filter: &str, session: usize) {
+        if shared::parse(filter).is_some_and(|p| p.is_ok()) {
+            self.leave_shared(filter, session);
+        } else {
+            self.router.unsubscribe(filter, session);
+        }
     }
 }

@@ -211,7 +211,8 @@ impl ProtocolError {
             | ProtocolError::UnexpectedAuth
             | ProtocolError::UnknownTopicAlias(_)
             | ProtocolError::SubscriptionIdentifierFromClient
-            | ProtocolError::SessionExpiryFromZero => ReasonCode::PROTOCOL_ERROR,
+            | ProtocolError::SessionExpiryFromZero
+            | ProtocolError::NoLocalOnSharedSubscription => ReasonCode::PROTOCOL_ERROR,
         }
     }
 }
@@ -232,7 +233,7 @@ impl Core {
             topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
             wildcard_subscription_available: Some(true),
             subscription_identifiers_available: Some(true),
-            shared_subscription_available: Some(false),
+            shared_subscription_available: Some(true),
             ..ConnackProperties::default()
         }
     }

@@ -107,7 +107,7 @@ fn mqtt_3_1_2_2_level_5_connect_accepted_with_what_midge_supports() {
     let p = &c.properties;
     assert_eq!(p.topic_alias_maximum, Some(10));
     assert_eq!(p.wildcard_subscription_available, Some(true));
-    assert_eq!(p.shared_subscription_available, Some(false));
+    assert_eq!(p.shared_subscription_available, Some(true));
     assert_eq!(p.receive_maximum, Some(2), "ours: max_inflight of the harness");
     assert_eq!(p.retain_available, None, "absent means available");
     assert_eq!(p.maximum_packet_size, None, "default max_packet_size is the protocol's");
@@ -607,10 +607,7 @@ fn mqtt_3_9_3_suback_and_unsuback_reason_codes() {
     let s = h.connect5("s", true, 0);
     assert_eq!(h.subscribe5(s, "a", options(QoS::ExactlyOnce)), [ReasonCode::GRANTED_QOS_2]);
     assert_eq!(h.subscribe5(s, "b", options(QoS::AtMostOnce)), [ReasonCode::QUOTA_EXCEEDED]);
-    assert_eq!(
-        h.subscribe5(s, "$share/g/a", options(QoS::AtMostOnce)),
-        [ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED]
-    );
+    assert_eq!(h.subscribe5(s, "$share/+/a", options(QoS::AtMostOnce)), [ReasonCode::TOPIC_FILTER_INVALID]);
     h.send5(
         s,
         &Packet::Unsubscribe(crate::mqtt::Unsubscribe {
@@ -676,4 +673,67 @@ fn mqtt_3_2_2_3_connack_states_our_maximum_packet_size_when_configured() {
     let Packet::Connack(c) = decode5(&out[0]) else { panic!() };
     assert_eq!(c.properties.maximum_packet_size, Some(4096));
     assert_eq!(c.properties.subscription_identifiers_available, Some(true));
+}
+
+#[test]
+fn mqtt_4_8_2_shared_subscription_one_delivery_per_group_round_robin_and_no_retained() {
+    let mut h = Harness::new();
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "jobs/x", b"old", QoS::AtMostOnce, 0, true);
+    let a = h.connect5("a", true, 0);
+    let b = h.connect5("b", true, 0);
+    let (c, _) = h.connect("c311", true); // 3.1.1 clients may share too
+    assert_eq!(h.subscribe5(a, "$share/g/jobs/+", options(QoS::AtLeastOnce)), [ReasonCode::GRANTED_QOS_1]);
+    assert!(h.received(a).is_empty(), "no retained message on a shared subscription");
+    h.subscribe5(b, "$share/g/jobs/+", options(QoS::AtLeastOnce));
+    h.subscribe(c, "$share/g/jobs/+", QoS::AtMostOnce);
+    let other = h.connect5("other", true, 0);
+    h.subscribe5(other, "$share/h/jobs/#", options(QoS::AtMostOnce));
+    for i in 0..6u16 {
+        h.publish(p, "jobs/x", b"job", QoS::AtMostOnce, i + 1, false);
+    }
+    let (na, nb, nc) = (h.received(a).len(), h.received(b).len(), h.received(c).len());
+    assert_eq!((na, nb, nc), (2, 2, 2), "round robin over the members");
+    assert_eq!(h.received(other).len(), 6, "each group gets every message once");
+}
+
+#[test]
+fn mqtt_4_8_2_shared_group_fails_over_when_a_member_leaves_and_goes_with_its_last() {
+    let mut h = Harness::new();
+    let a = h.connect5("a", true, 0);
+    let b = h.connect5("b", true, 0);
+    h.subscribe5(a, "$share/g/t", options(QoS::AtMostOnce));
+    h.subscribe5(b, "$share/g/t", options(QoS::AtMostOnce));
+    let (p, _) = h.connect("p", true);
+    h.core.handle_hangup(a, None);
+    for _ in 0..4 {
+        h.publish(p, "t", b"x", QoS::AtMostOnce, 0, false);
+    }
+    assert_eq!(h.received(b).len(), 4, "all to the member left");
+    h.send5(
+        b,
+        &Packet::Unsubscribe(crate::mqtt::Unsubscribe {
+            packet_id: 3,
+            filters: vec!["$share/g/t"],
+            user_properties: Default::default(),
+        }),
+    );
+    assert_eq!(h.core.shared_group_count(), 0);
+    h.publish(p, "t", b"x", QoS::AtMostOnce, 0, false);
+    assert_eq!(h.received(b).len(), 1, "only the UNSUBACK");
+}
+
+#[test]
+fn mqtt_3_8_3_4_no_local_on_a_shared_subscription_is_protocol_error() {
+    let mut h = Harness::new();
+    let a = h.connect5("a", true, 0);
+    h.send5(
+        a,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 9,
+            filters: vec![("$share/g/t", SubscriptionOptions { no_local: true, ..options(QoS::AtMostOnce) })],
+            properties: Default::default(),
+        }),
+    );
+    assert_eq!(h.disconnected_with(a), ReasonCode::PROTOCOL_ERROR);
 }

@@ -312,9 +312,35 @@ def auth_method(pfx):
     check(c.connack == 0x8C, "CONNACK %r" % c.connack)
 
 
+def shared_subscription(pfx):
+    """Load split over a group's members, each message once, and failover when one leaves."""
+    a = C(uid("a")).connected()
+    b = C(uid("b")).connected()
+    old = C(uid("old"), level=4).connected()  # a 3.1.1 member of another group
+    for c in (a, b):
+        c.subscribe("$share/work/" + pfx + "/jobs")
+    old.subscribe("$share/audit/" + pfx + "/jobs", qos=1)
+    pub = C(uid("pub")).connected()
+    for i in range(20):
+        pub.publish(pfx + "/jobs", str(i).encode())
+    wait_for(lambda: len(a.messages) + len(b.messages) >= 20, "20 jobs")
+    old.got(20)
+    time.sleep(0.3)
+    got = sorted(int(m.payload) for m in a.messages + b.messages)
+    check(got == list(range(20)), "each job once: %r" % got)
+    check(len(a.messages) == 10 and len(b.messages) == 10, "split %d/%d" % (len(a.messages), len(b.messages)))
+    a.close()
+    time.sleep(0.2)
+    for i in range(20, 30):
+        pub.publish(pfx + "/jobs", str(i).encode())
+    b.got(20)
+    time.sleep(0.3)
+    check(len(b.messages) == 20, "failover: %d" % len(b.messages))
+
+
 SCENARIOS = {f.__name__: f for f in [interop_v311, user_properties, message_expiry, session_expiry, no_local,
                                      retain_handling, retain_as_published, receive_maximum, maximum_packet_size,
-                                     takeover, bad_password, auth_method]}
+                                     takeover, bad_password, auth_method, shared_subscription]}
 
 
 def main():
