@@ -243,17 +243,20 @@ impl Connection {
 
     #[inline(never)]
     fn write_publish_v5(&mut self, out: &Outgoing, packet_id: Option<u16>, dup: bool, now: Instant) {
-        let q = &mut self.out;
         let msg = &out.msg;
+        let alias = self.v5.as_deref_mut().and_then(|v| v.outgoing_alias(&msg.topic));
+        // A topic the client knows by its alias is sent as the alias alone.
+        let topic = if alias.is_some_and(|(_, known)| known) { "" } else { &*msg.topic };
+        let q = &mut self.out;
         let v5 = msg.v5.as_deref();
         let extras = PublishV5Extras {
-            topic_alias: None,
+            topic_alias: alias.map(|(a, _)| a),
             message_expiry_interval: v5.and_then(|v| v.remaining(now)),
             subscription_identifiers: if out.sub_id == 0 { &[] } else { std::slice::from_ref(&out.sub_id) },
             forwarded: v5.map_or(&[][..], |v| &v.forwarded[..]),
         };
         encode_publish_header(
-            &msg.topic,
+            topic,
             out.qos,
             out.retain,
             dup,

@@ -176,7 +176,7 @@ fn mosquitto_clients_v5_user_properties_reach_v5_and_v311_subscribers() {
 }
 
 #[test]
-fn mqttjs_v5_topic_alias_user_properties_and_subscription_identifier_on_websocket_and_tcp() {
+fn mqttjs_v5_topic_aliases_both_ways_user_properties_and_subscription_identifier_on_ws_and_tcp() {
     let b = TestBroker::start();
     if !interop_dir().join("node_modules/mqtt").exists() {
         panic!("MQTT.js missing: run `bash tests/interop/install-deps.sh`");

@@ -14,6 +14,9 @@ use crate::session::Outgoing;
 /// The most topic aliases a client may define toward us (CONNACK Topic Alias Maximum): the
 /// alias table of a connection never holds more.
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 10;
+/// The most aliases we define toward one client (fewer if its Topic Alias Maximum says so): the
+/// busiest topics of a subscriber are usually few.
+pub const OUTGOING_ALIASES: u16 = 16;
 /// Session Expiry Interval meaning "never" (3.1.2.11.2).
 const NEVER: u32 = u32::MAX;
 /// The protocol's largest packet (2.2.3): a Maximum Packet Size at or above it is not sent.
@@ -48,6 +51,10 @@ pub struct ConnV5 {
     aliases: Vec<Option<Rc<str>>>,
     /// PUBLISHes not sent because they exceeded the client's Maximum Packet Size.
     pub dropped_too_large: u64,
+    /// Aliases we defined toward the client (alias - 1 -> topic), first come first served, at
+    /// most min(its Topic Alias Maximum, `OUTGOING_ALIASES`).
+    out_aliases: Vec<Rc<str>>,
+    out_alias_max: u16,
 }
 
 impl ConnV5 {
@@ -61,7 +68,26 @@ impl ConnV5 {
             will_expiry: will.and_then(|w| w.message_expiry_interval),
             aliases: Vec::new(),
             dropped_too_large: 0,
+            out_aliases: Vec::new(),
+            out_alias_max: p.topic_alias_maximum.min(OUTGOING_ALIASES),
         }
+    }
+
+    /// The alias for `topic` toward this client, and whether the client knows it already (then
+    /// the topic itself is left out, 3.3.2.3.4). A new topic takes a free alias while there is
+    /// one; later topics go without. O(aliases), at most `OUTGOING_ALIASES`.
+    pub fn outgoing_alias(&mut self, topic: &Rc<str>) -> Option<(u16, bool)> {
+        if self.out_alias_max == 0 {
+            return None;
+        }
+        if let Some(i) = self.out_aliases.iter().position(|t| Rc::ptr_eq(t, topic) || **t == **topic) {
+            return Some((u16::try_from(i + 1).ok()?, true));
+        }
+        if self.out_aliases.len() >= usize::from(self.out_alias_max) {
+            return None;
+        }
+        self.out_aliases.push(Rc::clone(topic));
+        Some((u16::try_from(self.out_aliases.len()).ok()?, false))
     }
 
     /// Resolve the Topic Alias of an inbound PUBLISH (3.3.2.3.4): a topic with an alias

@@ -737,3 +737,30 @@ fn mqtt_3_8_3_4_no_local_on_a_shared_subscription_is_protocol_error() {
     );
     assert_eq!(h.disconnected_with(a), ReasonCode::PROTOCOL_ERROR);
 }
+
+#[test]
+fn mqtt_3_3_2_3_4_outgoing_topic_alias_within_the_client_maximum() {
+    let mut h = Harness::new();
+    let props = ConnectProperties { topic_alias_maximum: 1, ..Default::default() };
+    let (s, _) = h.connect_with(connect5("s", true, props));
+    h.subscribe5(s, "#", options(QoS::AtMostOnce));
+    let (p, _) = h.connect("p", true);
+    for topic in ["busy/topic", "busy/topic", "other", "busy/topic"] {
+        h.publish(p, topic, b"x", QoS::AtMostOnce, 0, false);
+    }
+    let got = h.received(s);
+    let seen: Vec<(&str, Option<u16>)> = got
+        .iter()
+        .map(|b| {
+            let p = publish5(b);
+            (p.topic, p.properties.topic_alias)
+        })
+        .collect();
+    assert_eq!(seen, [("busy/topic", Some(1)), ("", Some(1)), ("other", None), ("", Some(1))]);
+    // A client that allows none gets none (3.3.2-10).
+    let s2 = h.connect5("s2", true, 0);
+    h.subscribe5(s2, "#", options(QoS::AtMostOnce));
+    h.publish(p, "busy/topic", b"x", QoS::AtMostOnce, 0, false);
+    h.publish(p, "busy/topic", b"x", QoS::AtMostOnce, 0, false);
+    assert!(h.received(s2).iter().all(|b| publish5(b).properties.topic_alias.is_none()));
+}

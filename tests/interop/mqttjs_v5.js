@@ -3,8 +3,8 @@
 //
 //   node mqttjs_v5.js URL
 //
-// A subscriber (with a Subscription Identifier) and a publisher that uses a topic alias and user
-// properties; prints "PASS mqttjs_v5" or fails with the reason. Bounded by a 20 s watchdog.
+// A subscriber (with a Subscription Identifier, accepting topic aliases) and a publisher that uses
+// a topic alias and user properties: aliases both ways; prints "PASS mqttjs_v5" or fails with the reason. Bounded by a 20 s watchdog.
 'use strict';
 const mqtt = require('mqtt');
 
@@ -25,7 +25,8 @@ function connect(url, opts) {
 (async () => {
   const url = process.argv[2];
   const topic = 'js5/' + process.pid + '/t';
-  const [sub, ack] = await connect(url, { clientId: 'js5sub' + process.pid });
+  // The subscriber accepts 5 topic aliases from the broker, which midge then uses.
+  const [sub, ack] = await connect(url, { clientId: 'js5sub' + process.pid, properties: { topicAliasMaximum: 5 } });
   if (!ack.properties || ack.properties.topicAliasMaximum !== 10) fail('CONNACK properties ' + JSON.stringify(ack.properties));
   const got = [];
   sub.on('message', (t, payload, packet) => got.push([t, payload.toString(), packet.properties || {}]));
@@ -43,6 +44,7 @@ function connect(url, opts) {
   if (got[0][1] !== 'one' || got[1][1] !== 'two') fail('payloads');
   const up = got[0][2].userProperties || {};
   if (up.a !== '1' || up.b !== '2') fail('user properties ' + JSON.stringify(up));
+  if (got[1][2].topicAlias !== 1) fail('no topic alias from the broker: ' + JSON.stringify(got[1][2]));
   const ids = [].concat(got[1][2].subscriptionIdentifier || []);
   if (ids[0] !== 42) fail('subscription identifier ' + JSON.stringify(got[1][2]));
   pub.end();
