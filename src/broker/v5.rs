@@ -134,11 +134,10 @@ impl MessageV5 {
         Some(u32::try_from(secs).unwrap_or(u32::MAX))
     }
 
-    fn new(forwarded: Vec<u8>, expiry: Option<u32>, now: Instant) -> Option<Rc<MessageV5>> {
-        if forwarded.is_empty() && expiry.is_none() {
+    fn new(forwarded: Vec<u8>, expires_at: Option<Instant>) -> Option<Rc<MessageV5>> {
+        if forwarded.is_empty() && expires_at.is_none() {
             return None;
         }
-        let expires_at = expiry.map(|secs| now + Duration::from_secs(u64::from(secs)));
         Some(Rc::new(MessageV5 { forwarded: forwarded.into_boxed_slice(), expires_at }))
     }
 
@@ -146,21 +145,26 @@ impl MessageV5 {
     pub fn of_publish(p: &PublishProperties<'_>, now: Instant) -> Option<Rc<MessageV5>> {
         let mut forwarded = Vec::new();
         p.forward(&mut forwarded);
-        MessageV5::new(forwarded, p.message_expiry_interval, now)
+        MessageV5::new(forwarded, deadline(p.message_expiry_interval, now))
     }
 
     /// The 5.0 part of a will (its expiry starts when it is published: `will_expiry`).
     pub fn of_will(p: &WillProperties<'_>) -> Option<Rc<MessageV5>> {
         let mut forwarded = Vec::new();
         p.forward(&mut forwarded);
-        MessageV5::new(forwarded, None, Instant::now())
+        MessageV5::new(forwarded, None)
     }
 
     /// The same properties with the expiry interval starting at `now` (a will being published).
     pub fn starting(v5: Option<&MessageV5>, expiry: Option<u32>, now: Instant) -> Option<Rc<MessageV5>> {
         let forwarded = v5.map(|v| v.forwarded.to_vec()).unwrap_or_default();
-        MessageV5::new(forwarded, expiry, now)
+        MessageV5::new(forwarded, deadline(expiry, now))
     }
+}
+
+/// The instant an expiry interval of `secs` from `now` ends.
+fn deadline(secs: Option<u32>, now: Instant) -> Option<Instant> {
+    secs.map(|s| now + Duration::from_secs(u64::from(s)))
 }
 
 /// Whether `msg` has expired at `now` (3.3.2-5). O(1); false at once for 3.1.1 messages.
