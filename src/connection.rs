@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::buffer::OutQueue;
-use crate::mqtt::{encode_publish_header, ProtocolLevel};
+use crate::mqtt::{encode_publish_header, ProtocolLevel, PublishV5Extras};
 use crate::router::{Message, Subscriber};
 use crate::session::Outgoing;
 
@@ -130,6 +130,8 @@ pub struct Connection {
     /// While closing: keep the socket until this instant, reading and discarding, so the peer
     /// sees our last answer (CONNACK, HTTP error, close frame) and not a reset.
     pub linger_until: Option<Instant>,
+    /// 5.0 state (`None` below 5.0, so a 3.1.1 connection pays one pointer).
+    pub v5: Option<Box<crate::broker::v5::ConnV5>>,
 }
 
 impl Connection {
@@ -158,6 +160,7 @@ impl Connection {
             warned: 0,
             closing: false,
             linger_until: None,
+            v5: None,
         }
     }
 
@@ -181,12 +184,49 @@ impl Connection {
         self.out.len()
     }
 
-    /// Encode a PUBLISH for `out`. The payload is referenced, not copied, when it is large.
-    pub fn write_publish(&mut self, out: &Outgoing, packet_id: Option<u16>, dup: bool) {
+    /// The in-flight window toward this client: `max`, or less if its 5.0 Receive Maximum
+    /// says so (3.3.4-9). O(1).
+    #[inline]
+    pub fn send_window(&self, max: usize) -> usize {
+        match &self.v5 {
+            None => max,
+            Some(v) => max.min(usize::from(v.receive_maximum)),
+        }
+    }
+
+    /// Whether `out` may be sent to this client at `now`: not expired (3.3.2-5) and, for a
+    /// 5.0 client, within its Maximum Packet Size (3.1.2-25; counted when not). O(1); a
+    /// 3.1.1 message to a 3.1.1 client costs two null checks.
+    #[inline]
+    pub fn may_send(&mut self, out: &Outgoing, now: Instant) -> bool {
+        if out.msg.v5.is_none() && self.v5.is_none() {
+            return true;
+        }
+        self.may_send_v5(out, now)
+    }
+
+    #[cold]
+    fn may_send_v5(&mut self, out: &Outgoing, now: Instant) -> bool {
+        if crate::broker::v5::expired(&out.msg, now) {
+            return false;
+        }
+        let Some(v5) = self.v5.as_deref_mut() else { return true };
+        if crate::broker::v5::publish_size(out, now) > v5.maximum_packet_size {
+            v5.dropped_too_large += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Encode a PUBLISH for `out` (at 5.0 with the message's forwarded properties and what is
+    /// left of its expiry at `now`). The payload is referenced, not copied, when it is large.
+    pub fn write_publish(&mut self, out: &Outgoing, packet_id: Option<u16>, dup: bool, now: Instant) {
         let level = self.level;
+        if level == ProtocolLevel::V5 {
+            return self.write_publish_v5(out, packet_id, dup, now);
+        }
         let q = &mut self.out;
         let msg = &out.msg;
-        // 5.0 extras (alias, expiry, forwarded properties) come with the 5.0 broker.
         encode_publish_header(
             &msg.topic,
             out.qos,
@@ -196,6 +236,34 @@ impl Connection {
             msg.payload.len(),
             level,
             None,
+            q.tail(),
+        );
+        q.push_shared(&msg.payload);
+    }
+
+    #[inline(never)]
+    fn write_publish_v5(&mut self, out: &Outgoing, packet_id: Option<u16>, dup: bool, now: Instant) {
+        let msg = &out.msg;
+        let alias = self.v5.as_deref_mut().and_then(|v| v.outgoing_alias(&msg.topic));
+        // A topic the client knows by its alias is sent as the alias alone.
+        let topic = if alias.is_some_and(|(_, known)| known) { "" } else { &*msg.topic };
+        let q = &mut self.out;
+        let v5 = msg.v5.as_deref();
+        let extras = PublishV5Extras {
+            topic_alias: alias.map(|(a, _)| a),
+            message_expiry_interval: v5.and_then(|v| v.remaining(now)),
+            subscription_identifiers: if out.sub_id == 0 { &[] } else { std::slice::from_ref(&out.sub_id) },
+            forwarded: v5.map_or(&[][..], |v| &v.forwarded[..]),
+        };
+        encode_publish_header(
+            topic,
+            out.qos,
+            out.retain,
+            dup,
+            packet_id,
+            msg.payload.len(),
+            ProtocolLevel::V5,
+            Some(&extras),
             q.tail(),
         );
         q.push_shared(&msg.payload);

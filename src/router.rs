@@ -16,6 +16,8 @@ pub struct Message {
     pub payload: crate::buffer::SharedBytes,
     pub qos: QoS,
     pub retain: bool,
+    /// A 5.0 publisher's properties and expiry; `None` for 3.1.1 (one null pointer).
+    pub v5: Option<Rc<crate::broker::v5::MessageV5>>,
 }
 
 /// A fast, non-cryptographic hasher for topic levels on the routing hot path (the std SipHash
@@ -46,11 +48,34 @@ impl Hasher for LevelHasher {
 
 type LevelMap<V> = HashMap<Box<str>, V, BuildHasherDefault<LevelHasher>>;
 
-/// A subscriber of one filter: the session slot and the QoS it was granted.
+/// A subscriber of one filter: the session slot, the QoS it was granted, and its 5.0 options
+/// (in what was padding: still 16 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscriber {
     pub session: usize,
     pub qos: QoS,
+    /// `subscriber::NO_LOCAL`, `subscriber::RETAIN_AS_PUBLISHED` (0 for 3.1.1).
+    pub flags: u8,
+    /// 5.0 Subscription Identifier (3.8.2.1.2); 0: none.
+    pub id: u32,
+}
+
+/// `Subscriber::flags` bits.
+pub mod subscriber {
+    /// 3.8.3-3: not delivered to the publishing session.
+    pub const NO_LOCAL: u8 = 1;
+    /// 3.3.1-12: the RETAIN flag is forwarded as published.
+    pub const RETAIN_AS_PUBLISHED: u8 = 2;
+    /// A shared subscription group (`broker::shared`): `session` names the group, and a
+    /// member is chosen per message.
+    pub const SHARED: u8 = 4;
+}
+
+impl Subscriber {
+    /// A 3.1.1 subscription.
+    pub const fn new(session: usize, qos: QoS) -> Self {
+        Subscriber { session, qos, flags: 0, id: 0 }
+    }
 }
 
 /// Children of a trie node by exact level name. Most nodes have a handful, where a scan beats
@@ -246,7 +271,7 @@ impl Router {
         let Some(n) = self.arena.get_mut(node) else { return false };
         let list = if multi { &mut n.multi } else { &mut n.exact };
         if let Some(existing) = list.iter_mut().find(|s| s.session == sub.session) {
-            existing.qos = sub.qos;
+            *existing = sub;
             true
         } else {
             list.push(sub);
@@ -493,7 +518,7 @@ mod tests {
     use super::*;
 
     fn sub(session: usize, qos: QoS) -> Subscriber {
-        Subscriber { session, qos }
+        Subscriber::new(session, qos)
     }
 
     fn sessions(r: &mut Router, topic: &str) -> Vec<usize> {
@@ -586,7 +611,7 @@ mod tests {
     }
 
     fn msg(t: &str, p: &[u8]) -> Message {
-        Message { topic: t.into(), payload: p.into(), qos: QoS::AtMostOnce, retain: true }
+        Message { topic: t.into(), payload: p.into(), qos: QoS::AtMostOnce, retain: true, v5: None }
     }
 
     #[test]

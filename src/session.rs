@@ -15,8 +15,11 @@ use crate::router::Message;
 pub struct Outgoing {
     pub msg: Message,
     pub qos: QoS,
-    /// Retain flag as sent: set only for retained messages sent because of a new subscription.
+    /// Retain flag as sent: set for retained messages sent because of a new subscription, and
+    /// (5.0 Retain As Published) for messages published with it.
     pub retain: bool,
+    /// 5.0 Subscription Identifier of the subscription it matched; 0: none.
+    pub sub_id: u32,
 }
 
 /// Where an outbound QoS 1/2 message stands.
@@ -58,6 +61,18 @@ pub enum PacketIdSet {
 const FEW_IDS: usize = 64;
 
 impl PacketIdSet {
+    pub fn len(&self) -> usize {
+        match self {
+            PacketIdSet::Empty => 0,
+            PacketIdSet::Few(v) => v.len(),
+            PacketIdSet::Many { count, .. } => *count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn contains(&self, id: u16) -> bool {
         match self {
             PacketIdSet::Empty => false,
@@ -323,6 +338,9 @@ pub struct Session {
     /// What this client may read and write, when its listener has an ACL file (boxed: most
     /// sessions have none). Set at each CONNECT, since the user name may change.
     pub acl: Option<Box<crate::auth::acl::ClientAcl>>,
+    /// 5.0: the will of the last connection and when it is due (Will Delay Interval,
+    /// 3.1.3.2.2); dropped if a connection takes the session first (3.1.3-9).
+    pub delayed_will: Option<Box<(Message, std::time::Instant)>>,
 }
 
 /// What one queued message counts against `max_queued_bytes`.
@@ -346,6 +364,7 @@ impl Session {
             next_packet_id: 1,
             dropped: 0,
             acl: None,
+            delayed_will: None,
         }
     }
 
@@ -411,6 +430,11 @@ impl Session {
         }
     }
 
+    /// 5.0: a PUBREC with an error reason ends the QoS 2 delivery (4.3.3). O(1).
+    pub fn pubrec_refused(&mut self, packet_id: u16) -> bool {
+        self.remove_inflight(packet_id, InflightState::AwaitPubrec)
+    }
+
     /// Complete a QoS 2 delivery. Returns whether the id was in flight at that stage. O(1).
     pub fn pubcomp(&mut self, packet_id: u16) -> bool {
         self.remove_inflight(packet_id, InflightState::AwaitPubcomp)
@@ -443,8 +467,9 @@ mod tests {
     use super::*;
 
     fn out() -> Outgoing {
-        let msg = Message { topic: "t".into(), payload: b"p"[..].into(), qos: QoS::ExactlyOnce, retain: false };
-        Outgoing { msg, qos: QoS::ExactlyOnce, retain: false }
+        let msg =
+            Message { topic: "t".into(), payload: b"p"[..].into(), qos: QoS::ExactlyOnce, retain: false, v5: None };
+        Outgoing { msg, qos: QoS::ExactlyOnce, retain: false, sub_id: 0 }
     }
 
     #[test]

@@ -80,14 +80,18 @@ fn mqtt_3_1_v31_mqisdp_level_3_accepted() {
 }
 
 #[test]
-fn mqtt_3_1_2_2_protocol_level_5_gets_v5_connack_0x84_then_close() {
+fn mqtt_3_1_2_2_protocol_level_5_is_accepted_with_a_v5_connack() {
     let b = TestBroker::start();
     let mut c = b.raw();
     c.send(&ConnectBuilder::new("five").protocol(b"MQTT", 5).build());
-    let got = c.expect_closed();
-    assert_eq!(got.len(), 1, "{got:?}");
-    // A 5.0 CONNACK: flags, 0x84 Unsupported Protocol Version, empty properties.
-    assert_eq!(got[0].bytes, [0x20, 0x03, 0x00, 0x84, 0x00]);
+    let p = c.recv();
+    // A 5.0 CONNACK: flags, reason 0x00 Success, then the properties midge states.
+    assert_eq!((p.kind(), p.body()[0], p.body()[1]), (2, 0, 0), "{p:?}");
+    assert!(p.body().len() > 3, "CONNACK properties: {p:?}");
+    c.ping();
+    // 5.0's short DISCONNECT; the broker closes without answering.
+    c.send(&[0xE0, 0]);
+    assert!(c.expect_closed().is_empty());
 }
 
 #[test]
@@ -867,4 +871,16 @@ fn mqtt_3_1_4_2_takeover_keeps_persistent_session() {
     new.send(&puback(first.packet_id.unwrap()));
     p.publish1("mv/t", b"next", 2);
     assert_eq!(new.recv_publish().payload, b"next");
+}
+
+#[test]
+fn mqtt_3_14_v5_client_gets_disconnect_0x8b_when_the_broker_stops() {
+    let b = TestBroker::start();
+    let mut c = b.raw();
+    c.send(&ConnectBuilder::new("five").protocol(b"MQTT", 5).build());
+    assert_eq!(c.recv().kind(), 2);
+    drop(b);
+    let got = c.expect_closed();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].kind(), got[0].body()[0]), (14, 0x8B), "DISCONNECT Server shutting down: {got:?}");
 }

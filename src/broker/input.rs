@@ -164,7 +164,20 @@ impl Core {
                         token,
                         &Packet::Connack(Box::new(Connack::new(false, ConnectReturnCode::UnacceptableProtocolVersion))),
                     );
-                    self.close(token, CloseReason::ConnectRefused(ConnectReturnCode::UnacceptableProtocolVersion));
+                    self.close(
+                        token,
+                        CloseReason::ConnectRefused(ConnectReturnCode::UnacceptableProtocolVersion.into()),
+                    );
+                    return buf.len();
+                }
+                Err(e) if awaiting_connect && super::v5::looks_like_v5_connect(rest) => {
+                    // 4.13.1-1 allows a CONNACK with the reason before the close.
+                    let code = e.reason_code();
+                    if let Some(c) = self.conns.get_mut(token) {
+                        c.level = crate::mqtt::ProtocolLevel::V5;
+                    }
+                    self.send(token, &Packet::Connack(Box::new(Connack::new(false, code))));
+                    self.close(token, CloseReason::Protocol(ProtocolError::Decode(e)));
                     return buf.len();
                 }
                 Err(e) => {

@@ -21,7 +21,9 @@ use crate::auth::security::Security;
 use crate::buffer::{OutQueue, Slab};
 use crate::config::Config;
 use crate::connection::{Connection, Phase, Timeouts};
-use crate::mqtt::{ConnectReturnCode, DecodeError};
+#[cfg(test)]
+use crate::mqtt::ConnectReturnCode;
+use crate::mqtt::{DecodeError, ReasonCode};
 use crate::router::{RetainedStore, Router, Subscriber};
 use crate::session::Session;
 use crate::ws::{HandshakeError, WsError};
@@ -93,6 +95,18 @@ pub enum ProtocolError {
         levels: usize,
         bytes: usize,
     },
+    /// 5.0, 3.3.2-8/9: Topic Alias 0 or above our Topic Alias Maximum.
+    TopicAliasInvalid(u16),
+    /// 5.0, 3.3.2.3.4: an empty topic with an alias the client never defined.
+    UnknownTopicAlias(u16),
+    /// 5.0, 3.3.4-7..9: more unreleased QoS 2 PUBLISHes than our Receive Maximum.
+    ReceiveMaximumExceeded,
+    /// 5.0, 3.3.4-6: a client PUBLISH with a Subscription Identifier.
+    SubscriptionIdentifierFromClient,
+    /// 5.0, 3.8.3-4: No Local on a shared subscription.
+    NoLocalOnSharedSubscription,
+    /// 5.0, 3.14.2-2: DISCONNECT sets a Session Expiry Interval after CONNECT's was 0.
+    SessionExpiryFromZero,
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -106,6 +120,12 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::TopicTooLong { levels, bytes } => {
                 write!(f, "topic of {levels} levels and {bytes} bytes exceeds the configured limits")
             }
+            ProtocolError::TopicAliasInvalid(a) => write!(f, "topic alias {a} out of range"),
+            ProtocolError::UnknownTopicAlias(a) => write!(f, "unknown topic alias {a}"),
+            ProtocolError::ReceiveMaximumExceeded => write!(f, "receive maximum exceeded"),
+            ProtocolError::SubscriptionIdentifierFromClient => write!(f, "PUBLISH with a subscription identifier"),
+            ProtocolError::SessionExpiryFromZero => write!(f, "DISCONNECT set a session expiry after 0"),
+            ProtocolError::NoLocalOnSharedSubscription => write!(f, "No Local on a shared subscription"),
         }
     }
 }
@@ -116,6 +136,8 @@ impl std::fmt::Display for ProtocolError {
 pub enum CloseReason {
     /// The client sent DISCONNECT: no will.
     ClientDisconnect,
+    /// 5.0: the client sent DISCONNECT 0x04, Disconnect with Will Message: the will goes out.
+    ClientDisconnectWithWill,
     /// The peer closed the TCP connection.
     PeerClosed,
     /// A socket error (its kind).
@@ -140,8 +162,8 @@ pub enum CloseReason {
     Tls(String),
     /// The HTTP upgrade was refused (the HTTP answer is already queued).
     Handshake(HandshakeError),
-    /// CONNECT refused with this return code (CONNACK already queued).
-    ConnectRefused(ConnectReturnCode),
+    /// CONNECT refused with this code (CONNACK already queued; at 3.1.1 its return code).
+    ConnectRefused(ReasonCode),
     /// Another connection CONNECTed with the same client id (3.1.4-2).
     TakenOver,
     /// The broker is stopping.
@@ -182,6 +204,7 @@ impl CloseReason {
                 | CloseReason::Io(_)
                 | CloseReason::SendTimeout
                 | CloseReason::ClientDisconnect
+                | CloseReason::ClientDisconnectWithWill
                 | CloseReason::WebSocketClosed(_)
                 | CloseReason::Shutdown
                 | CloseReason::Tls(_)
@@ -259,6 +282,8 @@ pub struct Core {
     client_ids: HashMap<Rc<str>, usize>,
     router: Router,
     retained: RetainedStore,
+    /// Shared subscription groups (`$share/...`).
+    shared: shared::SharedGroups,
     /// (deadline, token, serial): checked lazily; a stale entry is re-armed or dropped.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// (expiry, session slot, session serial) of offline persistent sessions; lazy like `timers`.
@@ -331,6 +356,7 @@ impl Core {
             client_ids: HashMap::new(),
             router: Router::default(),
             retained: RetainedStore::default(),
+            shared: shared::SharedGroups::default(),
             timers: BinaryHeap::new(),
             session_timers: BinaryHeap::new(),
             next_serial: 0,
@@ -576,6 +602,14 @@ impl Core {
                 break;
             }
             self.session_timers.pop();
+            let will_due = self
+                .sessions
+                .get_mut(slot)
+                .filter(|s| s.serial == serial)
+                .and_then(|s| s.delayed_will.take_if(|w| w.1 <= now));
+            if let Some(will) = will_due {
+                self.publish_will(&will.0);
+            }
             let expired = self
                 .sessions
                 .get(slot)
@@ -674,86 +708,16 @@ impl Core {
             }
         }
     }
-
-    /// End a connection: log it, publish its will if the end was abnormal, detach its session
-    /// (discarding a clean one), wake publishers paused on it, and queue a WebSocket close frame
-    /// where one is due.
-    pub fn close(&mut self, token: usize, reason: CloseReason) {
-        let now = self.now;
-        let Some(conn) = self.conns.get_mut(token) else { return };
-        if conn.closing {
-            return;
-        }
-        conn.closing = true;
-        let who = conn.label();
-        match &reason {
-            CloseReason::ClientDisconnect => info!("Client {who} disconnected."),
-            CloseReason::PeerClosed => info!("Client {who} closed its connection."),
-            CloseReason::Io(kind) => info!("Client {who} disconnected: socket error ({kind})."),
-            CloseReason::KeepAliveTimeout => info!("Client {who} has exceeded timeout, disconnecting."),
-            CloseReason::ConnectTimeout => info!("Client {who} sent no CONNECT in time, disconnecting."),
-            CloseReason::PendingLimit => {
-                info!("Client {who} sent no CONNECT before max_pending_connections newer ones, disconnecting.")
-            }
-            CloseReason::SendTimeout => {
-                warn!("Client {who} has not read its output in time (send_timeout), disconnecting.")
-            }
-            CloseReason::MemoryLimit => warn!("Client {who} disconnected: memory_limit reached."),
-            CloseReason::Protocol(e) => warn!("Client {who} disconnected due to protocol error: {e}."),
-            CloseReason::WebSocket(e) => warn!("Client {who} disconnected due to WebSocket error: {e}."),
-            CloseReason::WebSocketClosed(code) => info!("Client {who} closed its WebSocket (code {code:?})."),
-            CloseReason::Tls(e) => info!("Client {who} disconnected: TLS error: {e}."),
-            CloseReason::Handshake(e) => info!("Refused WebSocket upgrade from {who}: {e}."),
-            CloseReason::ConnectRefused(code) => info!("Refused client {who}: CONNACK code {}.", *code as u8),
-            CloseReason::TakenOver => info!("Client {who} already connected, closing old connection."),
-            CloseReason::Shutdown => debug!("Closing client {who}: broker stopping."),
-        }
-        let will = conn.will.take();
-        let phase = conn.phase;
-        let serial = conn.serial;
-        let ws_close = if conn.websocket { reason.ws_close_code() } else { None };
-        // The transport adds the close frame, so it counts as an answer owed.
-        if reason.lingers() && (!conn.out.is_empty() || ws_close.is_some()) {
-            conn.linger_until = Some(now + LINGER);
-        }
-        let waiting_on = conn.waiting_on.take();
-        let waiters = conn.congestion.as_mut().map(|c| std::mem::take(&mut c.waiters)).unwrap_or_default();
-        if phase == Phase::AwaitConnect {
-            self.leave_pending();
-        }
-        if let Some(s) = waiting_on {
-            self.forget_waiter(s, token);
-        }
-        self.wake(waiters);
-        if let Phase::Connected { session } = phase {
-            if let Some(s) = self.sessions.get_mut(session) {
-                if s.connection == Some(token) {
-                    s.connection = None;
-                    if s.clean {
-                        self.destroy_session(session);
-                    } else if let Some(after) = self.limits.persistent_client_expiration {
-                        let at = now + after;
-                        s.expires_at = Some(at);
-                        self.session_timers.push(Reverse((at, session, s.serial)));
-                    }
-                }
-            }
-        }
-        if let Some(will) = will.filter(|_| reason.publishes_will()) {
-            if will.retain {
-                self.retained.update(&will);
-            }
-            self.route(&will);
-        }
-        self.closed.push(Closed { token, serial, ws_close });
-        self.rearm(token);
-    }
 }
 
+mod close;
 mod flow;
 mod input;
 mod invariants;
 mod packets;
+mod shared;
+mod subscriptions;
+pub(crate) mod v5;
 
 #[cfg(test)]
 mod tests;
@@ -761,3 +725,7 @@ mod tests;
 #[cfg(test)]
 #[path = "limits_tests.rs"]
 mod limits_tests;
+
+#[cfg(test)]
+#[path = "v5_tests.rs"]
+mod v5_tests;

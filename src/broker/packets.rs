@@ -11,11 +11,12 @@ use crate::auth::acl::Access;
 use crate::auth::security::Credentials;
 use crate::connection::{keep_alive_grace, Connection, LastPublish, Phase};
 use crate::mqtt::{
-    encode_packet, Ack, Connack, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, ReasonCode, Suback,
-    Subscribe, Unsuback, Unsubscribe,
+    encode_packet, Ack, Connack, Connect, ConnectReturnCode, Packet, ProtocolLevel, Publish, QoS, ReasonCode,
 };
-use crate::router::{Message, Subscriber};
+use crate::router::{subscriber, Message, Subscriber};
 use crate::session::{InflightState, Outgoing, Session};
+
+use super::v5::{AuthMethod, ConnV5, MessageV5};
 
 /// `$SYS/...`: the broker's own topics, which no client may publish to (mosquitto refuses it
 /// whatever the ACL says). O(1).
@@ -40,7 +41,7 @@ impl Core {
     }
 
     /// Whether `topic` is within `max_topic_levels` and `max_topic_length`. O(length).
-    fn topic_within_limits(&self, topic: &str) -> bool {
+    pub(super) fn topic_within_limits(&self, topic: &str) -> bool {
         topic.len() <= self.limits.max_topic_length && topic_levels(topic) <= self.limits.max_topic_levels
     }
 
@@ -50,7 +51,7 @@ impl Core {
 
     /// Log a limit the client hit, once per connection (`mark` 0: not logged here, because it
     /// is logged once globally).
-    fn warn_once(&mut self, token: usize, mark: u8, what: std::fmt::Arguments<'_>) {
+    pub(super) fn warn_once(&mut self, token: usize, mark: u8, what: std::fmt::Arguments<'_>) {
         let Some(conn) = self.conns.get_mut(token).filter(|_| mark != 0) else { return };
         if conn.warned & mark == 0 {
             conn.warned |= mark;
@@ -85,6 +86,13 @@ impl Core {
                 }
                 Ok(())
             }
+            Packet::Pubrec(Ack { packet_id, reason, .. }) if reason.is_error() => {
+                // 5.0, 4.3.3: a refusing PUBREC ends the delivery; no PUBREL.
+                if self.sessions.get_mut(session).is_some_and(|s| s.pubrec_refused(packet_id)) {
+                    self.fill_window(session);
+                }
+                Ok(())
+            }
             Packet::Pubrec(Ack { packet_id, .. }) => {
                 if self.sessions.get_mut(session).is_some_and(|s| s.pubrec(packet_id)) {
                     self.send(token, &Packet::Pubrel(Ack::new(packet_id)));
@@ -92,11 +100,15 @@ impl Core {
                 Ok(())
             }
             Packet::Pubrel(Ack { packet_id, .. }) => {
-                if let Some(s) = self.sessions.get_mut(session) {
+                let known = self.sessions.get_mut(session).is_some_and(|s| {
+                    let known = s.inbound_qos2.contains(packet_id);
                     s.release_qos2(packet_id);
-                }
-                // 4.3.3: PUBCOMP answers every PUBREL, known id or not.
-                self.send(token, &Packet::Pubcomp(Ack::new(packet_id)));
+                    known
+                });
+                // 4.3.3: PUBCOMP answers every PUBREL, known id or not; 5.0 says which
+                // (0x92, 3.7.2.1; 3.1.1 encodes only the id).
+                let reason = if known { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
+                self.send(token, &Packet::Pubcomp(Ack { reason, ..Ack::new(packet_id) }));
                 Ok(())
             }
             Packet::Pubcomp(Ack { packet_id, .. }) => {
@@ -105,10 +117,7 @@ impl Core {
                 }
                 Ok(())
             }
-            Packet::Subscribe(s) => {
-                self.on_subscribe(token, session, s);
-                Ok(())
-            }
+            Packet::Subscribe(s) => self.on_subscribe(token, session, s),
             Packet::Unsubscribe(u) => {
                 self.on_unsubscribe(token, session, u);
                 Ok(())
@@ -117,7 +126,7 @@ impl Core {
                 self.send(token, &Packet::Pingresp);
                 Ok(())
             }
-            Packet::Disconnect(_) => Err(CloseReason::ClientDisconnect),
+            Packet::Disconnect(d) => Err(self.on_disconnect(token, session, &d)),
             // Only a 5.0 session decodes AUTH, and 5.0 CONNECTs are refused for now.
             Packet::Auth(_) => Err(CloseReason::Protocol(ProtocolError::UnexpectedAuth)),
             Packet::Connect(_) => Err(CloseReason::Protocol(ProtocolError::SecondConnect)),
@@ -128,7 +137,9 @@ impl Core {
         }
     }
 
-    fn refuse_connect(&mut self, token: usize, code: ConnectReturnCode) -> Result<(), CloseReason> {
+    /// Answer CONNECT with a refusal (a 3.1.1 client gets the nearest return code) and close.
+    fn refuse_connect(&mut self, token: usize, code: impl Into<ReasonCode>) -> Result<(), CloseReason> {
+        let code = code.into();
         self.send(token, &Packet::Connack(Box::new(Connack::new(false, code))));
         Err(CloseReason::ConnectRefused(code))
     }
@@ -136,11 +147,13 @@ impl Core {
     fn on_connect(&mut self, token: usize, c: Connect<'_>, now: Instant) -> Result<(), CloseReason> {
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.level = c.level;
-        // The codec speaks 5.0, the broker not yet: refuse it with a 5.0 CONNACK 0x84
-        // Unsupported Protocol Version ([MQTT-3.1.2-2] allows it), encoded at the client's level.
-        if c.level == ProtocolLevel::V5 {
-            log::debug!("Client from {} asked for protocol level 5", conn.peer);
-            return self.refuse_connect(token, ConnectReturnCode::UnacceptableProtocolVersion);
+        let v5 = c.level == ProtocolLevel::V5;
+        if let Some(method) = c.properties.authentication_method {
+            // 4.12: no enhanced authentication method is implemented yet (see `AuthMethod`).
+            if AuthMethod::from_name(method).is_none() {
+                info!("Client {:?} asked for authentication method {method:?}: not supported.", c.client_id);
+                return self.refuse_connect(token, ReasonCode::BAD_AUTHENTICATION_METHOD);
+            }
         }
         let listener = conn.listener;
         let identity = conn.identity.take();
@@ -173,8 +186,10 @@ impl Core {
                 return Err(Self::topic_too_long(w.topic));
             }
         }
-        let client_id: Rc<str> = if c.client_id.is_empty() {
-            if !c.clean_session {
+        let assigned = c.client_id.is_empty();
+        let client_id: Rc<str> = if assigned {
+            // 5.0 (3.1.3-6) assigns an id whatever Clean Start says.
+            if !c.clean_session && !v5 {
                 // 3.1.3-8: a zero-length id needs a clean session.
                 return self.refuse_connect(token, ConnectReturnCode::IdentifierRejected);
             }
@@ -201,17 +216,24 @@ impl Core {
             }
         }
         let existing = self.client_ids.get(&client_id).copied();
+        if let Some(s) = existing.and_then(|s| self.sessions.get_mut(s)) {
+            // 3.1.3-9: a new connection to the session before the Will Delay: no will.
+            s.delayed_will = None;
+        }
+        // 3.1.1's Clean Session both discards the old session and ends the new one with the
+        // connection; 5.0 splits it into Clean Start and Session Expiry Interval 0 (3.1.2.4).
+        let ends_with_connection = if v5 { c.properties.session_expiry_interval == 0 } else { c.clean_session };
         let (session, present) = match existing {
             Some(s) if c.clean_session => {
                 self.destroy_session(s);
-                (self.create_session(client_id.clone(), true), false)
+                (self.create_session(client_id.clone(), ends_with_connection), false)
             }
             Some(s) => (s, true),
-            None => (self.create_session(client_id.clone(), c.clean_session), false),
+            None => (self.create_session(client_id.clone(), ends_with_connection), false),
         };
         if let Some(s) = self.sessions.get_mut(session) {
             s.connection = Some(token);
-            s.clean = c.clean_session;
+            s.clean = ends_with_connection;
             s.expires_at = None;
             if acl.is_some() || s.acl.is_some() {
                 s.acl = acl.map(Box::new);
@@ -224,6 +246,7 @@ impl Core {
             payload: w.payload.into(),
             qos: w.qos,
             retain: w.retain,
+            v5: if v5 { MessageV5::of_will(&w.properties) } else { None },
         });
         self.leave_pending();
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
@@ -233,6 +256,9 @@ impl Core {
         conn.keep_alive = c.keep_alive;
         conn.will = will;
         conn.last_received = now;
+        if v5 {
+            conn.v5 = Some(Box::new(ConnV5::new(&c.properties, c.will.as_ref().map(|w| &w.properties))));
+        }
         let timer_at = conn.timer_at;
         info!(
             "New client connected from {} as {} (p{}, c{}, k{}{}{}).",
@@ -250,7 +276,19 @@ impl Core {
         if c.keep_alive != 0 && timer_at.is_none_or(|at| keep_alive_at < at) {
             self.arm_timer(token, keep_alive_at);
         }
-        self.send(token, &Packet::Connack(Box::new(Connack::new(present, ConnectReturnCode::Accepted))));
+        let mut connack = Connack::new(present, ConnectReturnCode::Accepted);
+        if v5 {
+            let asked = c.properties.session_expiry_interval;
+            // 3.2.2.3.2: say so when the expiry used differs from the one asked for.
+            let used = match self.session_expiry(asked) {
+                _ if asked == 0 => 0,
+                None => u32::MAX,
+                Some(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1),
+            };
+            let assigned_id = assigned.then_some(&*client_id);
+            connack.properties = self.connack_properties(assigned_id, (used != asked).then_some(used));
+        }
+        self.send(token, &Packet::Connack(Box::new(connack)));
         if present {
             self.resume_session(token, session);
         }
@@ -281,21 +319,26 @@ impl Core {
     pub(super) fn destroy_session(&mut self, slot: usize) {
         let Some(session) = self.sessions.remove(slot) else { return };
         for (filter, _) in session.subscriptions.iter() {
-            self.router.unsubscribe(filter, slot);
+            self.unsubscribe_filter(filter, slot);
         }
         if self.client_ids.get(&session.client_id) == Some(&slot) {
             self.client_ids.remove(&session.client_id);
+        }
+        if let Some(will) = session.delayed_will {
+            // 3.1.3.2.2: the session ended before the Will Delay Interval did.
+            self.publish_will(&will.0);
         }
     }
 
     /// A client came back to a stored session: resend what was in flight (4.4), with DUP on
     /// PUBLISH, then whatever waited in the queue.
     fn resume_session(&mut self, token: usize, slot: usize) {
+        let now = self.now;
         let (Some(session), Some(conn)) = (self.sessions.get_mut(slot), self.conns.get_mut(token)) else { return };
         for f in session.inflight.in_send_order() {
             match (&f.out, f.state) {
                 (Some(out), InflightState::AwaitPuback | InflightState::AwaitPubrec) => {
-                    conn.write_publish(out, Some(f.packet_id), true);
+                    conn.write_publish(out, Some(f.packet_id), true, now);
                 }
                 _ => {
                     let level = conn.level;
@@ -309,6 +352,15 @@ impl Core {
     }
 
     fn on_publish(&mut self, token: usize, session: usize, p: Publish<'_>) -> Result<(), CloseReason> {
+        let v5 = self.conns.get(token).is_some_and(|c| c.v5.is_some());
+        let aliased;
+        let p = match self.v5_inbound_if(v5, token, session, &p)? {
+            Some(topic) => {
+                aliased = topic;
+                Publish { topic: &aliased, ..p }
+            }
+            None => p,
+        };
         if self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit {
             // mosquitto's behaviour: acknowledged (3.1.1 has no way to refuse it) and dropped.
             self.stats.dropped_oversize += 1;
@@ -333,6 +385,7 @@ impl Core {
             let first = self.sessions.get_mut(session).is_some_and(|s| s.receive_qos2(id));
             if !first {
                 // Duplicate of a message already delivered (4.3.3): acknowledge, do not deliver.
+                // (At 5.0 too: the first PUBREC said what there was to say.)
                 self.send(token, &Packet::Pubrec(Ack::new(id)));
                 return Ok(());
             }
@@ -382,21 +435,57 @@ impl Core {
                 Ok(list) | Err(list) => list,
             };
             self.remember_route(token, topic, generation, spare, false);
-            self.ack_publish(token, &p);
+            if v5 {
+                // 5.0 can refuse it: 0x87, which ends a QoS 2 exchange (4.3.3), so its id is
+                // free again.
+                if let (QoS::ExactlyOnce, Some(id), Some(s)) = (p.qos, p.packet_id, self.sessions.get_mut(session)) {
+                    s.release_qos2(id);
+                }
+                self.ack_publish_with(token, &p, ReasonCode::NOT_AUTHORIZED);
+            } else {
+                self.ack_publish(token, &p);
+            }
             return Ok(());
         }
-        let msg = Message { topic, payload: p.payload.into(), qos: p.qos, retain: p.retain };
+        let v5_part = if v5 { MessageV5::of_publish(&p.properties, self.now) } else { None };
+        let msg = Message { topic, payload: p.payload.into(), qos: p.qos, retain: p.retain, v5: v5_part };
         if p.retain {
             self.retained.update(&msg);
         }
         let matches = match cached {
             Ok(matches) => matches,
-            Err(spare) => self.subscribers_of(&msg.topic, spare),
+            Err(spare) => {
+                let mut fresh = self.subscribers_of(&msg.topic, spare);
+                // 3.8.3-3: No Local. The cached route is this connection's (one session), so
+                // filtering it once is right for every later hit.
+                if fresh.iter().any(|s| s.flags & subscriber::NO_LOCAL != 0) {
+                    fresh.retain(|s| s.session != session || s.flags & subscriber::NO_LOCAL == 0);
+                }
+                fresh
+            }
         };
         self.deliver_to(&msg, &matches);
+        // 5.0 acks say when nobody got it (mosquitto does too); 3.1.1 encodes only the id.
+        let reason = if matches.is_empty() { ReasonCode::NO_MATCHING_SUBSCRIBERS } else { ReasonCode::SUCCESS };
         self.remember_route(token, Rc::clone(&msg.topic), generation, matches, true);
-        self.ack_publish(token, &p);
+        self.ack_publish_with(token, &p, reason);
         Ok(())
+    }
+
+    /// `v5_inbound` for a 5.0 connection; nothing to do below 5.0.
+    #[inline]
+    fn v5_inbound_if(
+        &mut self,
+        v5: bool,
+        token: usize,
+        session: usize,
+        p: &Publish<'_>,
+    ) -> Result<Option<Rc<str>>, CloseReason> {
+        if v5 {
+            self.v5_inbound(token, session, p)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Keep `topic`'s route (and write decision) as the publisher's cache entry. O(1).
@@ -435,15 +524,21 @@ impl Core {
 
     /// Whether the client of `session` may receive a message on `topic` (ACL read access).
     /// O(ACL rules of the client x levels); O(1) without an ACL file.
-    fn may_read(&self, session: usize, topic: &str) -> bool {
+    pub(super) fn may_read(&self, session: usize, topic: &str) -> bool {
         let acl = self.sessions.get(session).and_then(|s| s.acl.as_deref());
         acl.is_none_or(|acl| acl.allows(topic, Access::Read))
     }
 
     fn ack_publish(&mut self, token: usize, p: &Publish<'_>) {
+        self.ack_publish_with(token, p, ReasonCode::SUCCESS);
+    }
+
+    /// PUBACK / PUBREC with `reason` (on the wire at 5.0 only).
+    fn ack_publish_with(&mut self, token: usize, p: &Publish<'_>, reason: ReasonCode) {
+        let ack = |packet_id| Ack { reason, ..Ack::new(packet_id) };
         match (p.qos, p.packet_id) {
-            (QoS::AtLeastOnce, Some(packet_id)) => self.send(token, &Packet::Puback(Ack::new(packet_id))),
-            (QoS::ExactlyOnce, Some(packet_id)) => self.send(token, &Packet::Pubrec(Ack::new(packet_id))),
+            (QoS::AtLeastOnce, Some(packet_id)) => self.send(token, &Packet::Puback(ack(packet_id))),
+            (QoS::ExactlyOnce, Some(packet_id)) => self.send(token, &Packet::Pubrec(ack(packet_id))),
             _ => {}
         }
     }
@@ -468,15 +563,27 @@ impl Core {
         if self.acl_active {
             // A wildcard subscription never leaks a topic its client may not read. Paid once
             // per route: publishers cache the filtered list until subscriptions or rights change.
-            out.retain(|s| self.may_read(s.session, topic));
+            // (Shared groups are checked per member, at delivery.)
+            out.retain(|s| s.flags & subscriber::SHARED != 0 || self.may_read(s.session, topic));
         }
         out
     }
 
     fn deliver_to(&mut self, msg: &Message, subscribers: &[Subscriber]) {
         for sub in subscribers {
+            let picked;
+            let sub = if sub.flags & subscriber::SHARED == 0 {
+                sub
+            } else {
+                // One member of the group gets it (4.8.2).
+                let Some(member) = self.pick_shared(sub, &msg.topic) else { continue };
+                picked = member;
+                &picked
+            };
             let qos = msg.qos.min(sub.qos);
-            self.deliver(sub.session, Outgoing { msg: msg.clone(), qos, retain: false });
+            // 3.3.1-12/13: RETAIN is kept only for Retain As Published subscriptions.
+            let retain = msg.retain && sub.flags & subscriber::RETAIN_AS_PUBLISHED != 0;
+            self.deliver(sub.session, Outgoing { msg: msg.clone(), qos, retain, sub_id: sub.id });
         }
     }
 
@@ -491,11 +598,33 @@ impl Core {
         let mut kept = 0;
         for i in 0..matches.len() {
             let Some(&sub) = matches.get(i) else { break };
+            if sub.flags & subscriber::SHARED != 0 {
+                // A group, not a session: never merged (its member may also hold its own
+                // subscription, and gets both, as 4.8.2 has it).
+                if let Some(slot) = matches.get_mut(kept) {
+                    *slot = sub;
+                }
+                kept += 1;
+                continue;
+            }
             let Some(mark) = self.marks.get_mut(sub.session) else { continue };
-            if mark.0 == epoch {
+            let first = matches.get(mark.1).filter(|_| mark.0 == epoch).copied();
+            // 5.0: two different Subscription Identifiers stay two deliveries (3.3.4-2 allows
+            // one per subscription), each with its own identifier.
+            if first.is_some_and(|f| f.id == 0 || sub.id == 0 || f.id == sub.id) {
                 if let Some(first) = matches.get_mut(mark.1) {
                     first.qos = first.qos.max(sub.qos);
+                    first.id = first.id.max(sub.id);
+                    // Not local only if every matching subscription says so; retain as
+                    // published if any does.
+                    let no_local = first.flags & sub.flags & subscriber::NO_LOCAL;
+                    first.flags = (first.flags | sub.flags) & !subscriber::NO_LOCAL | no_local;
                 }
+            } else if first.is_some() {
+                if let Some(slot) = matches.get_mut(kept) {
+                    *slot = sub;
+                }
+                kept += 1;
             } else {
                 *mark = (epoch, kept);
                 if let Some(slot) = matches.get_mut(kept) {
@@ -510,7 +639,8 @@ impl Core {
     /// Send or queue one message for a session. O(1): one session and one connection lookup
     /// on the usual path; flow control only looks further when the output is over its
     /// high watermark.
-    fn deliver(&mut self, slot: usize, out: Outgoing) {
+    pub(super) fn deliver(&mut self, slot: usize, out: Outgoing) {
+        let now = self.now;
         let Some(session) = self.sessions.get_mut(slot) else { return };
         let Some(token) = session.connection else {
             // Offline: QoS 0 is not kept for offline clients (as mosquitto's default); QoS 1/2
@@ -521,6 +651,9 @@ impl Core {
             return;
         };
         let Some(conn) = self.conns.get_mut(token).filter(|c| !c.closing) else { return };
+        if !conn.may_send(&out, now) {
+            return;
+        }
         let high = self.limits.high_watermark;
         if out.qos == QoS::AtMostOnce {
             let pending = conn.out.len();
@@ -528,9 +661,9 @@ impl Core {
                 self.count_qos0_drop(token);
                 return;
             }
-            conn.write_publish(&out, None, false);
-        } else if session.queue.is_empty() && session.inflight.len() < self.limits.max_inflight {
-            send_inflight(session, conn, out);
+            conn.write_publish(&out, None, false, now);
+        } else if session.queue.is_empty() && session.inflight.len() < conn.send_window(self.limits.max_inflight) {
+            send_inflight(session, conn, out, now);
         } else {
             self.enqueue(slot, out);
             return;
@@ -568,83 +701,28 @@ impl Core {
         let Some(session) = self.sessions.get_mut(slot) else { return };
         let Some(token) = session.connection else { return };
         let Some(conn) = self.conns.get_mut(token) else { return };
+        let now = self.now;
+        let window = conn.send_window(self.limits.max_inflight);
         let mut wrote = false;
-        while session.inflight.len() < self.limits.max_inflight {
+        while session.inflight.len() < window {
             let Some(out) = session.dequeue() else { break };
-            send_inflight(session, conn, out);
-            wrote = true;
+            // 3.3.2-5: a message that expired while queued is not sent.
+            if conn.may_send(&out, now) {
+                send_inflight(session, conn, out, now);
+                wrote = true;
+            }
         }
         if wrote {
             self.mark_dirty(token);
             self.after_output(token);
         }
     }
-
-    /// SUBSCRIBE: each filter within the limits is added (O(levels) in the trie, O(1) in the
-    /// session's set); the others get 0x80. Retained messages follow the SUBACK.
-    fn on_subscribe(&mut self, token: usize, slot: usize, s: Subscribe<'_>) {
-        let memory_full = self.memory_full();
-        let mut reason_codes = Vec::with_capacity(s.filters.len());
-        let mut granted: Vec<(&str, QoS)> = Vec::with_capacity(s.filters.len());
-        for (i, &(filter, options)) in s.filters.iter().enumerate() {
-            let qos = options.qos;
-            let refusal = if i >= self.limits.max_subscribe_filters {
-                Some((warned::FILTERS, "more filters in one SUBSCRIBE than max_subscribe_filters"))
-            } else if !self.topic_within_limits(filter) {
-                Some((warned::TOPIC, "topic filter over max_topic_levels or max_topic_length"))
-            } else if memory_full {
-                Some((0, "memory_limit reached"))
-            } else {
-                let limit = self.limits.max_subscriptions;
-                let at_limit = self.sessions.get(slot).is_some_and(|session| {
-                    limit != 0 && session.subscriptions.len() >= limit && !session.subscriptions.contains(filter)
-                });
-                at_limit.then_some((warned::SUBSCRIPTIONS, "max_subscriptions reached"))
-            };
-            if let Some((mark, why)) = refusal {
-                self.warn_once(token, mark, format_args!("subscription to {filter:?} refused: {why}."));
-                reason_codes.push(ReasonCode::UNSPECIFIED_ERROR);
-                continue;
-            }
-            self.router.subscribe(filter, Subscriber { session: slot, qos });
-            if let Some(session) = self.sessions.get_mut(slot) {
-                session.subscriptions.insert(filter, qos);
-            }
-            reason_codes.push(ReasonCode::granted(qos));
-            granted.push((filter, qos));
-        }
-        self.send(token, &Packet::Suback(Suback::new(s.packet_id, reason_codes)));
-        // 3.3.1-6: retained messages matching a new subscription follow the SUBACK, retain set.
-        let mut retained = Vec::new();
-        for (filter, qos) in granted {
-            retained.clear();
-            self.retained.matching(filter, &mut retained);
-            if self.acl_active {
-                retained.retain(|m| self.may_read(slot, &m.topic));
-            }
-            for msg in retained.drain(..) {
-                let qos = msg.qos.min(qos);
-                self.deliver(slot, Outgoing { msg, qos, retain: true });
-            }
-        }
-    }
-
-    /// UNSUBSCRIBE: O(levels) per filter.
-    fn on_unsubscribe(&mut self, token: usize, slot: usize, u: Unsubscribe<'_>) {
-        for filter in &u.filters {
-            let removed = self.sessions.get_mut(slot).is_some_and(|session| session.subscriptions.remove(filter));
-            if removed {
-                self.router.unsubscribe(filter, slot);
-            }
-        }
-        self.send(token, &Packet::Unsuback(Unsuback::new(u.packet_id)));
-    }
 }
 
 /// Start a QoS 1/2 delivery on a connected session: allocate its packet id and encode it.
-fn send_inflight(session: &mut Session, conn: &mut Connection, out: Outgoing) {
+fn send_inflight(session: &mut Session, conn: &mut Connection, out: Outgoing, now: Instant) {
     let inflight = session.start_inflight(out);
     if let Some(out) = &inflight.out {
-        conn.write_publish(out, Some(inflight.packet_id), false);
+        conn.write_publish(out, Some(inflight.packet_id), false, now);
     }
 }

@@ -220,21 +220,6 @@ fn mqtt_3_1_0_2_second_connect_closes() {
 }
 
 #[test]
-fn mqtt_3_1_2_2_level_5_gets_v5_connack_0x84_then_close() {
-    let mut h = Harness::new();
-    let t = h.open();
-    // CONNECT, protocol MQTT level 5, properties length 0.
-    let bytes = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0];
-    h.input(t, &bytes, h.now);
-    let out = h.received(t);
-    // A 5.0 CONNACK: flags, reason code 0x84 Unsupported Protocol Version, no properties.
-    assert_eq!(out[0], [0x20, 3, 0, 0x84, 0]);
-    let (p, _) = decode_packet(&out[0], ProtocolLevel::V5, MAX).unwrap().unwrap();
-    assert_eq!(p, Packet::Connack(Box::new(Connack::new(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION))));
-    assert!(h.is_closed(t));
-}
-
-#[test]
 fn mqtt_3_1_2_2_unknown_level_gets_connack_1_then_close() {
     let mut h = Harness::new();
     let t = h.open();
