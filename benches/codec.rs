@@ -7,7 +7,7 @@ use std::time::Instant;
 use midge::mqtt::properties::write_user_property;
 use midge::mqtt::{
     decode_packet, encode_packet, encode_publish_header, Packet, ProtocolLevel, Publish, PublishProperties,
-    PublishV5Extras, QoS, UserProperties,
+    PublishPropertyBlock, PublishV5Extras, QoS, UserProperties,
 };
 use midge::ws::{FrameDecoder, WsEvent};
 
@@ -79,7 +79,8 @@ fn main() {
         };
         for (label, properties) in [("no properties", PublishProperties::default()), ("5 properties", rich)] {
             let mut wire = Vec::new();
-            let p = Publish { properties, ..publish.clone() };
+            let block = properties.to_block();
+            let p = Publish { properties: PublishPropertyBlock::raw(&block), ..publish.clone() };
             for _ in 0..64 {
                 encode_packet(&Packet::Publish(p.clone()), ProtocolLevel::V5, &mut wire);
             }

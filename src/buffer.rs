@@ -120,17 +120,24 @@ impl OutQueue {
         self.tail().extend_from_slice(bytes);
     }
 
-    /// Append shared bytes: referenced when large, copied when small.
+    /// Append shared bytes: referenced when large, copied when small. O(1), or O(len) below
+    /// `SHARE_THRESHOLD`.
+    #[inline]
     pub fn push_shared(&mut self, bytes: &SharedBytes) {
         if bytes.len() >= SHARE_THRESHOLD {
-            // Opens the frame (if framing) in front of the shared bytes.
-            self.tail();
-            self.seal_tail();
-            self.sealed += bytes.len();
-            self.segments.push_back(Segment::Shared(Rc::clone(bytes)));
+            self.push_reference(bytes);
         } else {
             self.push_slice(bytes);
         }
+    }
+
+    #[inline(never)]
+    fn push_reference(&mut self, bytes: &SharedBytes) {
+        // Opens the frame (if framing) in front of the shared bytes.
+        self.tail();
+        self.seal_tail();
+        self.sealed += bytes.len();
+        self.segments.push_back(Segment::Shared(Rc::clone(bytes)));
     }
 
     fn seal_tail(&mut self) {

@@ -220,6 +220,7 @@ impl Connection {
 
     /// Encode a PUBLISH for `out` (at 5.0 with the message's forwarded properties and what is
     /// left of its expiry at `now`). The payload is referenced, not copied, when it is large.
+    #[inline]
     pub fn write_publish(&mut self, out: &Outgoing, packet_id: Option<u16>, dup: bool, now: Instant) {
         let level = self.level;
         if level == ProtocolLevel::V5 {

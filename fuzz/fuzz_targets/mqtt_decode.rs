@@ -127,7 +127,7 @@ fn check_packet(buf: &[u8], packet: &Packet<'_>, n: usize, level: ProtocolLevel,
     // of PUBLISH properties, in a PUBLISH that decodes to the same forwarded properties.
     let mut forwarded = Vec::new();
     match packet {
-        Packet::Publish(p) => p.properties.forward(&mut forwarded),
+        Packet::Publish(p) => p.properties.get().forward(&mut forwarded),
         Packet::Connect(c) => {
             if let Some(w) = &c.will {
                 w.properties.forward(&mut forwarded);
@@ -143,7 +143,7 @@ fn check_packet(buf: &[u8], packet: &Packet<'_>, n: usize, level: ProtocolLevel,
         match decode_packet(&out, v5, SPEC_MAX) {
             Ok(Some((Packet::Publish(p), _))) => {
                 let mut again = Vec::new();
-                p.properties.forward(&mut again);
+                p.properties.get().forward(&mut again);
                 assert_eq!(again, forwarded, "forwarded properties change when forwarded again");
             }
             other => panic!("forwarded properties do not decode: {other:?}"),

@@ -60,6 +60,7 @@ impl Core {
     }
 
     /// Act on one complete packet from `token` (which counts for its keep alive).
+    #[inline]
     pub(super) fn handle_packet(&mut self, token: usize, packet: Packet<'_>, now: Instant) -> Result<(), CloseReason> {
         let phase = self.conns.get_mut(token).map(|c| {
             c.touch(now);
@@ -127,7 +128,8 @@ impl Core {
                 Ok(())
             }
             Packet::Disconnect(d) => Err(self.on_disconnect(token, session, &d)),
-            // Only a 5.0 session decodes AUTH, and 5.0 CONNECTs are refused for now.
+            // Only a 5.0 session decodes AUTH, and midge has no authentication method, so no
+            // CONNECT it accepted named one: 4.12.0-1 makes AUTH a Protocol Error then.
             Packet::Auth(_) => Err(CloseReason::Protocol(ProtocolError::UnexpectedAuth)),
             Packet::Connect(_) => Err(CloseReason::Protocol(ProtocolError::SecondConnect)),
             Packet::Connack(_) => server_only("CONNACK"),
@@ -144,6 +146,7 @@ impl Core {
         Err(CloseReason::ConnectRefused(code))
     }
 
+    #[inline(never)]
     fn on_connect(&mut self, token: usize, c: Connect<'_>, now: Instant) -> Result<(), CloseReason> {
         let Some(conn) = self.conns.get_mut(token) else { return Ok(()) };
         conn.level = c.level;
@@ -569,6 +572,8 @@ impl Core {
         out
     }
 
+    // Always inlined: a call here costs ~10% of a small fan-in message (callgrind).
+    #[inline(always)]
     fn deliver_to(&mut self, msg: &Message, subscribers: &[Subscriber]) {
         for sub in subscribers {
             let picked;

@@ -10,6 +10,7 @@ use crate::session::Outgoing;
 impl Core {
     /// SUBSCRIBE: each filter within the limits is added (O(levels) in the trie, O(1) in the
     /// session's set); the others get 0x80. Retained messages follow the SUBACK.
+    #[inline(never)]
     pub(super) fn on_subscribe(&mut self, token: usize, slot: usize, s: Subscribe<'_>) -> Result<(), CloseReason> {
         let memory_full = self.memory_full();
         let mut reason_codes = Vec::with_capacity(s.filters.len());
@@ -101,6 +102,7 @@ impl Core {
     }
 
     /// UNSUBSCRIBE: O(levels) per filter.
+    #[inline(never)]
     pub(super) fn on_unsubscribe(&mut self, token: usize, slot: usize, u: Unsubscribe<'_>) {
         let v5 = self.conns.get(token).is_some_and(|c| c.v5.is_some());
         let mut ack = Unsuback::new(u.packet_id);

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::{CloseReason, Core, ProtocolError};
-use crate::mqtt::{ConnackProperties, ConnectProperties, PublishProperties, QoS, ReasonCode, WillProperties};
+use crate::mqtt::{ConnackProperties, ConnectProperties, PublishPropertyBlock, QoS, ReasonCode, WillProperties};
 use crate::router::Message;
 use crate::session::Outgoing;
 
@@ -141,8 +141,13 @@ impl MessageV5 {
         Some(Rc::new(MessageV5 { forwarded: forwarded.into_boxed_slice(), expires_at }))
     }
 
-    /// The 5.0 part of a message published with these properties at `now`.
-    pub fn of_publish(p: &PublishProperties<'_>, now: Instant) -> Option<Rc<MessageV5>> {
+    /// The 5.0 part of a message published with these properties at `now`. O(block length).
+    #[inline(never)]
+    pub fn of_publish(block: &PublishPropertyBlock<'_>, now: Instant) -> Option<Rc<MessageV5>> {
+        if block.is_empty() {
+            return None;
+        }
+        let p = block.get();
         let mut forwarded = Vec::new();
         p.forward(&mut forwarded);
         MessageV5::new(forwarded, deadline(p.message_expiry_interval, now))
@@ -281,13 +286,15 @@ impl Core {
     /// 5.0 checks of an inbound PUBLISH before it is routed: no Subscription Identifier from a
     /// client (3.3.4-6), the topic alias resolved (returned when the topic came from it), and
     /// our Receive Maximum for QoS 2 still unreleased (3.3.4-7..9). O(1) but the alias topic.
+    #[inline(never)]
     pub(super) fn v5_inbound(
         &mut self,
         token: usize,
         session: usize,
         p: &crate::mqtt::Publish<'_>,
     ) -> Result<Option<Rc<str>>, CloseReason> {
-        if !p.properties.subscription_identifiers.is_empty() {
+        let props = p.properties.get();
+        if !props.subscription_identifiers.is_empty() {
             return Err(CloseReason::Protocol(ProtocolError::SubscriptionIdentifierFromClient));
         }
         if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
@@ -298,7 +305,7 @@ impl Core {
                 return Err(CloseReason::Protocol(ProtocolError::ReceiveMaximumExceeded));
             }
         }
-        let Some(alias) = p.properties.topic_alias else { return Ok(None) };
+        let Some(alias) = props.topic_alias else { return Ok(None) };
         let Some(v5) = self.conns.get_mut(token).and_then(|c| c.v5.as_deref_mut()) else {
             return Err(CloseReason::Protocol(ProtocolError::TopicAliasInvalid(alias)));
         };
@@ -318,6 +325,7 @@ impl Core {
     /// DISCONNECT from the client: how the connection ends. 0x04 asks for the will (3.14.2.1);
     /// a Session Expiry Interval replaces CONNECT's, except that one which was 0 stays 0
     /// (3.14.2-2: a protocol error). O(1).
+    #[inline(never)]
     pub(super) fn on_disconnect(
         &mut self,
         token: usize,

@@ -239,8 +239,9 @@ pub fn decode_packet<'a>(
                 QoS::AtMostOnce => None,
                 _ => Some(r.packet_id()?),
             };
-            let properties = if v5 { PublishProperties::decode(&mut r)? } else { PublishProperties::default() };
-            if v5 && topic.is_empty() && properties.topic_alias.is_none() {
+            let (properties, has_alias) =
+                if v5 { PublishPropertyBlock::decode(&mut r)? } else { (PublishPropertyBlock::EMPTY, false) };
+            if v5 && topic.is_empty() && !has_alias {
                 return Err(DecodeError::EmptyTopicWithoutAlias);
             }
             Packet::Publish(Publish {

@@ -161,12 +161,12 @@ pub(super) fn decode<'a>(first_byte: u8, mut r: Reader<'a>) -> Result<Packet<'a>
         AUTH => {
             // Remaining length 0: Success without properties (3.15.2.1).
             if r.is_empty() {
-                return Ok(Packet::Auth(Auth::default()));
+                return Ok(Packet::Auth(Box::default()));
             }
             let reason = reason(r, AUTH)?;
             let properties = AuthProperties::decode(r)?;
             r.finish()?;
-            Packet::Auth(Auth { reason, properties })
+            Packet::Auth(Box::new(Auth { reason, properties }))
         }
         // CONNECT and PUBLISH are decoded by the caller; check_first_byte refused 0.
         t => return Err(DecodeError::ReservedPacketType(t)),

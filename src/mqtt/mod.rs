@@ -18,7 +18,7 @@ pub use codec::{decode_packet, encode_packet, encode_publish_header, fixed_heade
 pub use error::DecodeError;
 pub use properties::{
     AckProperties, AuthProperties, ConnackProperties, ConnectProperties, DisconnectProperties, PublishProperties,
-    SubscribeProperties, SubscriptionIdentifiers, UserProperties, WillProperties,
+    PublishPropertyBlock, SubscribeProperties, SubscriptionIdentifiers, UserProperties, WillProperties,
 };
 pub use reason::ReasonCode;
 
@@ -157,8 +157,8 @@ pub struct Publish<'a> {
     /// Present exactly when qos > 0 (and then non-zero).
     pub packet_id: Option<u16>,
     pub payload: &'a [u8],
-    /// 5.0 only.
-    pub properties: PublishProperties<'a>,
+    /// 5.0 only; `properties.get()` reads them.
+    pub properties: PublishPropertyBlock<'a>,
 }
 
 /// PUBACK, PUBREC, PUBREL or PUBCOMP. Below 5.0 only the packet id is on the wire.
@@ -268,6 +268,6 @@ pub enum Packet<'a> {
     Pingreq,
     Pingresp,
     Disconnect(Disconnect<'a>),
-    /// 5.0 only.
-    Auth(Auth<'a>),
+    /// 5.0 only; boxed, being rare and the largest variant otherwise.
+    Auth(Box<Auth<'a>>),
 }

@@ -3,7 +3,9 @@
 //! block. `Default` is "no properties", so building a 3.1.1 packet costs a few zero stores.
 use super::codec::Reader;
 use super::error::DecodeError;
-use super::properties::{parse_block, put_block, Property, SubscriptionIdentifiers, UserProperties, WILL_PROPERTIES};
+use super::properties::{
+    parse_block, put_block, Property, PropertyIter, SubscriptionIdentifiers, UserProperties, WILL_PROPERTIES,
+};
 
 const CONNECT: u8 = 1;
 const CONNACK: u8 = 2;
@@ -202,32 +204,93 @@ pub struct PublishProperties<'a> {
     pub user_properties: UserProperties<'a>,
 }
 
-impl<'a> PublishProperties<'a> {
+/// A PUBLISH's property block as it came off the wire (without its length), validated by the
+/// decoder and read with `get` only where the broker needs it: a 3.1.1 PUBLISH and a 5.0 one
+/// without properties carry an empty slice, so `Publish` stays small on the hot path. 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishPropertyBlock<'a> {
+    block: &'a [u8],
+}
+
+impl<'a> PublishPropertyBlock<'a> {
+    pub const EMPTY: PublishPropertyBlock<'static> = PublishPropertyBlock { block: &[] };
+
+    /// Read and validate a PUBLISH property block (3.3.2.3); also says whether it holds a
+    /// Topic Alias (the decoder needs that for an empty topic). O(block length).
     #[inline]
-    pub(super) fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    pub(super) fn decode(r: &mut Reader<'a>) -> Result<(Self, bool), DecodeError> {
         // The common case: no properties, one byte, nothing to parse.
         if let [0, rest @ ..] = r.rest {
             r.rest = rest;
-            return Ok(PublishProperties::default());
+            return Ok((PublishPropertyBlock::EMPTY, false));
         }
         Self::decode_block(r)
     }
 
     #[inline(never)]
-    fn decode_block(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+    fn decode_block(r: &mut Reader<'a>) -> Result<(Self, bool), DecodeError> {
+        let mut alias = false;
+        let block = parse_block(r, PUBLISH, |p| alias |= matches!(p, Property::TopicAlias(_)))?;
+        Ok((PublishPropertyBlock { block }, alias))
+    }
+
+    /// Validate `block` (property content without the length) as a PUBLISH's, to build one.
+    pub fn new(block: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut framed = Vec::with_capacity(block.len() + 4);
+        super::codec::put_varint(&mut framed, block.len());
+        framed.extend_from_slice(block);
+        parse_block(&mut Reader { rest: &framed }, PUBLISH, |_| {})?;
+        Ok(PublishPropertyBlock { block })
+    }
+
+    /// `block` as it is, unvalidated: for a client or test that means to send what it wrote
+    /// (a decoder never hands one out).
+    pub fn raw(block: &'a [u8]) -> Self {
+        PublishPropertyBlock { block }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.block.is_empty()
+    }
+
+    /// The typed properties. O(block length); the block was validated, so nothing can fail.
+    pub fn get(&self) -> PublishProperties<'a> {
         let mut m = PublishProperties::default();
-        let block = parse_block(r, PUBLISH, |p| match p {
-            Property::PayloadFormatIndicator(v) => m.payload_format_indicator = Some(v),
-            Property::MessageExpiryInterval(v) => m.message_expiry_interval = Some(v),
-            Property::TopicAlias(v) => m.topic_alias = Some(v),
-            Property::ResponseTopic(v) => m.response_topic = Some(v),
-            Property::CorrelationData(v) => m.correlation_data = Some(v),
-            Property::ContentType(v) => m.content_type = Some(v),
-            _ => {}
-        })?;
-        m.subscription_identifiers = SubscriptionIdentifiers::in_block(block);
-        m.user_properties = UserProperties::in_block(block);
-        Ok(m)
+        if self.block.is_empty() {
+            return m;
+        }
+        for p in PropertyIter::new(self.block) {
+            match p {
+                Property::PayloadFormatIndicator(v) => m.payload_format_indicator = Some(v),
+                Property::MessageExpiryInterval(v) => m.message_expiry_interval = Some(v),
+                Property::TopicAlias(v) => m.topic_alias = Some(v),
+                Property::ResponseTopic(v) => m.response_topic = Some(v),
+                Property::CorrelationData(v) => m.correlation_data = Some(v),
+                Property::ContentType(v) => m.content_type = Some(v),
+                _ => {}
+            }
+        }
+        m.subscription_identifiers = SubscriptionIdentifiers::in_block(self.block);
+        m.user_properties = UserProperties::in_block(self.block);
+        m
+    }
+
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        super::codec::put_varint(out, self.block.len());
+        out.extend_from_slice(self.block);
+    }
+
+    pub(super) fn encoded_len(&self) -> usize {
+        super::codec::varint_len(self.block.len()) + self.block.len()
+    }
+}
+
+impl<'a> PublishProperties<'a> {
+    /// The wire form of these properties (without the length), for `PublishPropertyBlock::new`.
+    pub fn to_block(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.each(&mut |p| p.write(&mut out));
+        out
     }
 
     fn fields(&self) -> MessageFields<'a> {
@@ -244,14 +307,6 @@ impl<'a> PublishProperties<'a> {
         opt!(f, self.message_expiry_interval, Property::MessageExpiryInterval);
         self.subscription_identifiers.each(f);
         forward_each(&self.fields(), &self.user_properties, f);
-    }
-
-    pub(super) fn encode(&self, out: &mut Vec<u8>) {
-        put_block(out, |f| self.each(f));
-    }
-
-    pub(super) fn encoded_len(&self) -> usize {
-        super::properties::block_len(|f| self.each(f))
     }
 
     /// Append the properties forwarded unchanged to every subscriber (no length prefix), for the
