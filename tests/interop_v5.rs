@@ -109,6 +109,16 @@ fn paho_v5_receive_maximum_10_never_more_unacknowledged() {
 }
 
 #[test]
+fn paho_v5_receive_maximum_1000_with_1000_in_flight() {
+    // Server-side limits above the client's, so the client's Receive Maximum is the window.
+    let b = TestBroker::start_with(|c| {
+        c.max_inflight = 5000;
+        c.max_queued = 10_000;
+    });
+    paho_v5("receive_maximum", &tcp(&b), &["--receive-max", "1000"]);
+}
+
+#[test]
 fn paho_v5_maximum_packet_size_respected() {
     let b = TestBroker::start();
     paho_v5("maximum_packet_size", &tcp(&b), &[]);

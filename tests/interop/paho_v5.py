@@ -249,10 +249,11 @@ def retain_as_published(pfx):
 
 
 def receive_maximum(pfx):
-    sub = C(uid("sub"), props=connect_props(ReceiveMaximum=10), manual_ack=True).connected()
+    rm = ARGS.receive_max
+    sub = C(uid("sub"), props=connect_props(ReceiveMaximum=rm), manual_ack=True).connected()
     sub.subscribe(pfx + "/t")
     pub = C(uid("pub")).connected()
-    total = 200
+    total = max(200, 3 * rm)
     for i in range(total):
         pub.c.publish(pfx + "/t", str(i).encode(), qos=1)
     acked = 0
@@ -264,16 +265,16 @@ def receive_maximum(pfx):
             outstanding = len(sub.messages) - acked
             pending = sub.messages[acked:]
         most = max(most, outstanding)
-        check(outstanding <= 10, "%d unacknowledged with Receive Maximum 10" % outstanding)
-        if outstanding == 10 or (outstanding and len(sub.messages) >= total):
+        check(outstanding <= rm, "%d unacknowledged with Receive Maximum %d" % (outstanding, rm))
+        if outstanding == rm or (outstanding and len(sub.messages) >= total):
             time.sleep(0.2)  # would more come?
             with sub.lock:
-                check(len(sub.messages) - acked <= 10, "more than 10 in flight")
+                check(len(sub.messages) - acked <= rm, "more than %d in flight" % rm)
             for m in pending:
                 sub.c.ack(m.mid, m.qos)
             acked += len(pending)
     check(acked == total, "%d of %d delivered" % (acked, total))
-    check(most == 10, "window never filled: %d" % most)
+    check(most == rm, "window never filled: %d" % most)
     payloads = [int(m.payload) for m in sub.messages]
     check(payloads == list(range(total)), "order")
 
@@ -350,6 +351,7 @@ def main():
     ap.add_argument("url")
     ap.add_argument("-u", dest="user")
     ap.add_argument("-P", dest="password")
+    ap.add_argument("--receive-max", type=int, default=10)
     ARGS = ap.parse_args()
     watchdog(20)
     SCENARIOS[ARGS.scenario](uid("v5/" + ARGS.scenario))
