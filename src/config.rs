@@ -111,6 +111,9 @@ pub struct Config {
     pub max_packet_size: usize,
     /// Outbound QoS 1/2 messages in flight per client.
     pub max_inflight: usize,
+    /// mosquitto's `max_keepalive`: a 5.0 client asking for more (or for none) is told to use
+    /// this in CONNACK's Server Keep Alive (3.2.2.3.14). 65535: no limit.
+    pub max_keepalive: u16,
     /// QoS 1/2 messages queued per client beyond the in-flight window or while offline; further
     /// messages are dropped.
     pub max_queued: usize,
@@ -173,6 +176,7 @@ impl Default for Config {
             local_only: false,
             max_packet_size: 268_435_455,
             max_inflight: 20,
+            max_keepalive: u16::MAX,
             max_queued: 1000,
             max_queued_bytes: 0,
             connect_timeout: Duration::from_secs(10),
@@ -277,7 +281,6 @@ const LATER_OPTIONS: &[&str] = &[
     "connection",
     "address",
     "topic",
-    "max_keepalive",
     "retain_available",
     "set_tcp_nodelay",
     "user",
@@ -407,6 +410,10 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                 let n = parse_number(one("number")?).map_err(&invalid)?;
                 // mosquitto: 0 means no limit.
                 config.max_inflight = if n == 0 { u16::MAX as usize } else { n };
+            }
+            "max_keepalive" => {
+                let n = parse_number(one("number")?).map_err(&invalid)?;
+                config.max_keepalive = u16::try_from(n).map_err(|_| invalid("at most 65535".into()))?;
             }
             "max_queued_messages" => {
                 let n = parse_number(one("number")?).map_err(&invalid)?;

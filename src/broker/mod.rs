@@ -223,6 +223,7 @@ pub(crate) struct Limits {
     pub max_subscribe_filters: usize,
     pub max_subscriptions: usize,
     pub max_inflight: usize,
+    pub max_keepalive: u16,
     pub max_queued: usize,
     pub max_queued_bytes: usize,
     pub high_watermark: usize,
@@ -331,6 +332,7 @@ impl Core {
                 max_subscriptions: config.max_subscriptions,
                 // At most 65535 packet ids exist: a larger window could never find a free one.
                 max_inflight: config.max_inflight.clamp(1, usize::from(u16::MAX)),
+                max_keepalive: config.max_keepalive,
                 max_queued: config.max_queued,
                 max_queued_bytes: config.max_queued_bytes,
                 high_watermark: high,

@@ -256,7 +256,15 @@ impl Core {
         conn.phase = Phase::Connected { session };
         conn.client_id = Some(Rc::clone(&client_id));
         conn.identity = username;
-        conn.keep_alive = c.keep_alive;
+        // 5.0: a keep alive over max_keepalive (or none, when there is a maximum) is replaced
+        // by it, and CONNACK says so (3.2.2.3.14); 3.1.1 has no way to say it (mosquitto too
+        // applies max_keepalive to 5.0 clients only).
+        let max_keepalive = self.limits.max_keepalive;
+        let server_keep_alive =
+            (v5 && max_keepalive != u16::MAX && (c.keep_alive == 0 || c.keep_alive > max_keepalive))
+                .then_some(max_keepalive);
+        let keep_alive = server_keep_alive.unwrap_or(c.keep_alive);
+        conn.keep_alive = keep_alive;
         conn.will = will;
         conn.last_received = now;
         if v5 {
@@ -269,14 +277,14 @@ impl Core {
             client_id,
             c.level as u8,
             u8::from(c.clean_session),
-            c.keep_alive,
+            keep_alive,
             conn.identity.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default(),
             if conn.is_websocket() { ", websocket" } else { "" }
         );
         // The connect-timeout entry re-arms itself to the keep-alive deadline when it fires;
         // a keep alive shorter than that needs an earlier entry now.
-        let keep_alive_at = now + keep_alive_grace(c.keep_alive);
-        if c.keep_alive != 0 && timer_at.is_none_or(|at| keep_alive_at < at) {
+        let keep_alive_at = now + keep_alive_grace(keep_alive);
+        if keep_alive != 0 && timer_at.is_none_or(|at| keep_alive_at < at) {
             self.arm_timer(token, keep_alive_at);
         }
         let mut connack = Connack::new(present, ConnectReturnCode::Accepted);
@@ -290,6 +298,7 @@ impl Core {
             };
             let assigned_id = assigned.then_some(&*client_id);
             connack.properties = self.connack_properties(assigned_id, (used != asked).then_some(used));
+            connack.properties.server_keep_alive = server_keep_alive;
         }
         self.send(token, &Packet::Connack(Box::new(connack)));
         if present {

@@ -300,6 +300,27 @@ fn mqtt_3_1_2_22_keep_alive_timeout_sends_disconnect_0x8d() {
 }
 
 #[test]
+fn mqtt_3_2_2_3_14_server_keep_alive_replaces_a_longer_or_absent_keep_alive() {
+    for (asked, told) in [(10, Some(5)), (0, Some(5)), (5, None), (3, None)] {
+        let mut h = Harness::with(|c| c.max_keepalive = 5);
+        let (t, out) = h.connect_with(Connect { keep_alive: asked, ..connect5("k", true, Default::default()) });
+        let Packet::Connack(c) = decode5(&out[0]) else { panic!() };
+        assert_eq!(c.properties.server_keep_alive, told, "asked for {asked}");
+        // The server holds the client to the value it uses (3.1.2-22: 1.5 times it).
+        let used = told.unwrap_or(asked);
+        h.core.handle_timeouts(h.now + Duration::from_millis(u64::from(used) * 1500 - 100));
+        assert!(!h.is_closed(t), "asked for {asked}: closed early");
+        h.core.handle_timeouts(h.now + Duration::from_millis(u64::from(used) * 1500 + 100));
+        assert!(h.is_closed(t), "asked for {asked}: not closed after 1.5 x {used} s");
+    }
+    // No maximum: none is sent, and a 3.1.1 client is never told.
+    let mut h = Harness::new();
+    let (_, out) = h.connect_with(Connect { keep_alive: 0, ..connect5("k", true, Default::default()) });
+    let Packet::Connack(c) = decode5(&out[0]) else { panic!() };
+    assert_eq!(c.properties.server_keep_alive, None);
+}
+
+#[test]
 fn server_shutting_down_sends_disconnect_0x8b() {
     let mut h = Harness::new();
     let a = h.connect5("k", true, 0);
