@@ -292,6 +292,9 @@ pub struct Core {
     next_serial: u64,
     /// Connections with output to flush this turn.
     dirty: Vec<usize>,
+    /// A control packet for a 5.0 client with a Maximum Packet Size is encoded here first, to
+    /// be dropped if over it (3.1.2-24). Holds one small packet.
+    scratch: Vec<u8>,
     /// Connections closed this turn; the event loop drops (or lingers on) their sockets.
     closed: Vec<Closed>,
     /// Lingering connections whose time is up; the event loop drops their sockets.
@@ -363,6 +366,7 @@ impl Core {
             session_timers: BinaryHeap::new(),
             next_serial: 0,
             dirty: Vec::new(),
+            scratch: Vec::new(),
             closed: Vec::new(),
             finished: Vec::new(),
             resumed: Vec::new(),

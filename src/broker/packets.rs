@@ -34,8 +34,26 @@ impl Core {
     pub(super) fn send(&mut self, token: usize, packet: &Packet<'_>) {
         let Some(conn) = self.conns.get_mut(token) else { return };
         let level = conn.level;
-        let out = &mut conn.out;
-        encode_packet(packet, level, out.tail());
+        match conn.v5.as_deref_mut().filter(|v| v.maximum_packet_size != usize::MAX) {
+            None => encode_packet(packet, level, conn.out.tail()),
+            Some(v5) => {
+                // 3.1.2-24: a packet over the client's Maximum Packet Size is dropped, as if
+                // sent (counted with the PUBLISHes dropped for it).
+                let scratch = &mut self.scratch;
+                scratch.clear();
+                encode_packet(packet, level, scratch);
+                if scratch.len() > v5.maximum_packet_size {
+                    v5.dropped_too_large += 1;
+                    log::debug!(
+                        "Client {}: {} bytes over its Maximum Packet Size, not sent",
+                        conn.label(),
+                        scratch.len()
+                    );
+                    return;
+                }
+                conn.out.tail().extend_from_slice(scratch);
+            }
+        }
         self.mark_dirty(token);
         self.after_output(token);
     }

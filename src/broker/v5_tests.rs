@@ -183,6 +183,27 @@ fn mqtt_3_3_4_9_client_receive_maximum_caps_the_in_flight_window() {
 }
 
 #[test]
+fn mqtt_3_1_2_24_any_packet_over_client_maximum_packet_size_is_dropped_as_if_sent() {
+    let mut h = Harness::new();
+    let props = ConnectProperties { maximum_packet_size: Some(20), ..Default::default() };
+    let (s, _) = h.connect_with(connect5("s", true, props));
+    // SUBACK for 30 filters: 35 bytes, over 20. Not sent; the subscriptions hold.
+    let names: Vec<String> = (0..30).map(|i| format!("f/{i}")).collect();
+    let filters = names.iter().map(|n| (n.as_str(), SubscriptionOptions::qos(QoS::AtMostOnce))).collect();
+    h.send5(s, &Packet::Subscribe(Subscribe { packet_id: 3, filters, properties: Default::default() }));
+    assert!(h.received(s).is_empty(), "the SUBACK is dropped");
+    assert_eq!(h.core.conns.get(s).unwrap().v5.as_ref().unwrap().dropped_too_large, 1, "counted");
+    let (p, _) = h.connect("p", true);
+    h.publish(p, "f/29", b"m", QoS::AtMostOnce, 0, false);
+    let got = h.received(s);
+    assert_eq!(got.len(), 1);
+    assert_eq!(publish5(&got[0]).topic, "f/29");
+    // A small control packet still goes.
+    h.send5(s, &Packet::Pingreq);
+    assert_eq!(h.received(s), [vec![0xD0, 0]]);
+}
+
+#[test]
 fn mqtt_3_1_2_25_publish_over_client_maximum_packet_size_is_dropped() {
     let mut h = Harness::new();
     let props = ConnectProperties { maximum_packet_size: Some(64), ..Default::default() };
