@@ -199,7 +199,8 @@ impl Connection {
     /// 3.1.1 message to a 3.1.1 client costs two null checks.
     #[inline]
     pub fn may_send(&mut self, out: &Outgoing, now: Instant) -> bool {
-        if out.msg.v5.is_none() && self.v5.is_none() {
+        // Nothing to expire, and no Maximum Packet Size to check against.
+        if out.msg.v5.is_none() && self.v5.as_deref().is_none_or(|v| v.maximum_packet_size == usize::MAX) {
             return true;
         }
         self.may_send_v5(out, now)
@@ -223,7 +224,11 @@ impl Connection {
     #[inline]
     pub fn write_publish(&mut self, out: &Outgoing, packet_id: Option<u16>, dup: bool, now: Instant) {
         let level = self.level;
-        if level == ProtocolLevel::V5 {
+        // A 5.0 PUBLISH without properties (no 5.0 part in the message, no subscription
+        // identifier, no aliases toward this client) is 3.1.1's plus a zero property length.
+        if level == ProtocolLevel::V5
+            && (out.msg.v5.is_some() || out.sub_id != 0 || self.v5.as_deref().is_some_and(|v| v.sends_aliases()))
+        {
             return self.write_publish_v5(out, packet_id, dup, now);
         }
         let q = &mut self.out;

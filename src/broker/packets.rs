@@ -477,7 +477,8 @@ impl Core {
             }
             return Ok(());
         }
-        let v5_part = if v5 { MessageV5::of_publish(&p.properties, self.now) } else { None };
+        let v5_part =
+            if v5 && !p.properties.is_empty() { MessageV5::of_publish(&p.properties, self.now) } else { None };
         let msg = Message { topic, payload: p.payload.into(), qos: p.qos, retain: p.retain, v5: v5_part };
         if p.retain {
             self.retained.update(&msg);
@@ -511,7 +512,8 @@ impl Core {
         session: usize,
         p: &Publish<'_>,
     ) -> Result<Option<Rc<str>>, CloseReason> {
-        if v5 {
+        // Without properties only a QoS 2 PUBLISH has something to check.
+        if v5 && (!p.properties.is_empty() || p.qos == QoS::ExactlyOnce) {
             self.v5_inbound(token, session, p)
         } else {
             Ok(None)

@@ -7,7 +7,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::{CloseReason, Core, ProtocolError};
-use crate::mqtt::{ConnackProperties, ConnectProperties, PublishPropertyBlock, QoS, ReasonCode, WillProperties};
+use crate::mqtt::{
+    ConnackProperties, ConnectProperties, PublishProperties, PublishPropertyBlock, QoS, ReasonCode, WillProperties,
+};
 use crate::router::Message;
 use crate::session::Outgoing;
 
@@ -71,6 +73,11 @@ impl ConnV5 {
             out_aliases: Vec::new(),
             out_alias_max: p.topic_alias_maximum.min(OUTGOING_ALIASES),
         }
+    }
+
+    /// Whether this client takes topic aliases from us (its Topic Alias Maximum is not 0).
+    pub fn sends_aliases(&self) -> bool {
+        self.out_alias_max != 0
     }
 
     /// The alias for `topic` toward this client, and whether the client knows it already (then
@@ -293,7 +300,8 @@ impl Core {
         session: usize,
         p: &crate::mqtt::Publish<'_>,
     ) -> Result<Option<Rc<str>>, CloseReason> {
-        let props = p.properties.get();
+        // The usual 5.0 PUBLISH has no properties: nothing to type.
+        let props = if p.properties.is_empty() { PublishProperties::default() } else { p.properties.get() };
         if !props.subscription_identifiers.is_empty() {
             return Err(CloseReason::Protocol(ProtocolError::SubscriptionIdentifierFromClient));
         }

@@ -217,7 +217,7 @@ impl<'a> PublishPropertyBlock<'a> {
 
     /// Read and validate a PUBLISH property block (3.3.2.3); also says whether it holds a
     /// Topic Alias (the decoder needs that for an empty topic). O(block length).
-    #[inline]
+    #[inline(always)]
     pub(super) fn decode(r: &mut Reader<'a>) -> Result<(Self, bool), DecodeError> {
         // The common case: no properties, one byte, nothing to parse.
         if let [0, rest @ ..] = r.rest {
