@@ -756,6 +756,33 @@ fn cross_transport_tcp_publisher_to_websocket_subscribers_and_back() {
 // 13. real browser
 
 #[test]
+fn headless_chromium_mqttjs_v5_properties_request_response_no_local_and_subscription_ids() {
+    require_mosquitto_clients();
+    require_mqttjs();
+    let b = TestBroker::start();
+    let token = unique("tok5");
+    // TCP 5.0 -> browser: retained, with a user property the page checks.
+    run_mosquitto_pub(
+        &b,
+        &["-V", "mqttv5", "-t", "v5b/tcp", "-m", &format!("hello v5 from tcp {token}"), "-q", "1", "-r"]
+            .into_iter()
+            .chain(["-D", "publish", "user-property", "origin", "tcp"])
+            .collect::<Vec<_>>(),
+    );
+    // browser 5.0 -> TCP 3.1.1: the bare messages.
+    let sub = MosqSub::start(&b, &["v5b/browser"], 1);
+    let (tx, rx) = mpsc::channel();
+    let http = browser_support::serve_pages(tx);
+    let page = format!("http://{http}/browser_v5.html?ws={}&token={token}", b.ws_url());
+    let result = browser_support::Browser::open(&page, &[]).result(&rx, Duration::from_secs(40));
+    assert!(result.starts_with(&format!("PASS browser v5 {token}")), "browser page reported:\n{result}");
+    let got = sub.expect_messages(3, STEP);
+    assert_eq!(got, vec!["v5b/browser 1 0 n1", "v5b/browser 1 0 n2", "v5b/browser 1 0 n3"]);
+    drop(sub);
+    b.stop();
+}
+
+#[test]
 fn headless_chromium_mqttjs_chats_with_tcp_clients_over_websocket() {
     require_mosquitto_clients();
     require_mqttjs();

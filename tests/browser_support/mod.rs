@@ -86,6 +86,7 @@ fn handle_http(s: &mut TcpStream, dir: &Path, tx: &mpsc::Sender<String>) -> std:
     let (status, ctype, content) = match (method.as_str(), path_only) {
         ("GET", "/browser.html") => ("200 OK", "text/html; charset=utf-8", page("browser.html")?),
         ("GET", "/secure.html") => ("200 OK", "text/html; charset=utf-8", page("secure.html")?),
+        ("GET", "/browser_v5.html") => ("200 OK", "text/html; charset=utf-8", page("browser_v5.html")?),
         ("GET", "/mqtt.min.js") => {
             ("200 OK", "text/javascript; charset=utf-8", page("node_modules/mqtt/dist/mqtt.min.js")?)
         }
