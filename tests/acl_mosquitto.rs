@@ -303,6 +303,13 @@ impl Mosquitto {
             assert!(Instant::now() < deadline, "mosquitto did not listen on {port} within 5 s:\n{}", broker.log());
             thread::sleep(Duration::from_millis(10));
         }
+        // Listening is not the verdict: mosquitto may bind before it reads the ACL file and
+        // exit on it just after, and another test's broker may hold a port we picked. Ours
+        // must still be running a moment later.
+        thread::sleep(Duration::from_millis(300));
+        if broker.child.try_wait().unwrap().is_some() {
+            return Err(broker.log());
+        }
         Ok(broker)
     }
 
