@@ -223,27 +223,25 @@ impl Connection {
     /// left of its expiry at `now`). The payload is referenced, not copied, when it is large.
     #[inline]
     pub fn write_publish(&mut self, out: &Outgoing, packet_id: Option<u16>, dup: bool, now: Instant) {
-        let level = self.level;
-        // A 5.0 PUBLISH without properties (no 5.0 part in the message, no subscription
-        // identifier, no aliases toward this client) is 3.1.1's plus a zero property length.
-        if level == ProtocolLevel::V5
-            && (out.msg.v5.is_some() || out.sub_id != 0 || self.v5.as_deref().is_some_and(|v| v.sends_aliases()))
-        {
-            return self.write_publish_v5(out, packet_id, dup, now);
-        }
-        let q = &mut self.out;
         let msg = &out.msg;
-        encode_publish_header(
-            &msg.topic,
-            out.qos,
-            out.retain,
-            dup,
-            packet_id,
-            msg.payload.len(),
-            level,
-            None,
-            q.tail(),
-        );
+        let (level, payload_len) = match self.level {
+            ProtocolLevel::V5 => {
+                // A 5.0 PUBLISH with properties (the message's 5.0 part, a subscription
+                // identifier, an alias toward this client) takes the 5.0 encoder.
+                if msg.v5.is_some() || out.sub_id != 0 || self.v5.as_deref().is_some_and(|v| v.sends_aliases()) {
+                    return self.write_publish_v5(out, packet_id, dup, now);
+                }
+                // Without: 3.1.1's header counting one byte more, the zero property length
+                // pushed below, between the packet id and the payload.
+                (ProtocolLevel::V311, msg.payload.len() + 1)
+            }
+            level => (level, msg.payload.len()),
+        };
+        let q = &mut self.out;
+        encode_publish_header(&msg.topic, out.qos, out.retain, dup, packet_id, payload_len, level, None, q.tail());
+        if payload_len != msg.payload.len() {
+            q.tail().push(0);
+        }
         q.push_shared(&msg.payload);
     }
 

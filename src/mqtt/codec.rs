@@ -576,14 +576,6 @@ pub struct PublishV5Extras<'a> {
 }
 
 impl PublishV5Extras<'_> {
-    /// No property to write.
-    fn is_empty(&self) -> bool {
-        self.topic_alias.is_none()
-            && self.message_expiry_interval.is_none()
-            && self.subscription_identifiers.is_empty()
-            && self.forwarded.is_empty()
-    }
-
     /// The property block's content length. O(subscription identifiers).
     fn properties_len(&self) -> usize {
         let ids: usize = self.subscription_identifiers.iter().map(|&id| 1 + varint_len(id as usize)).sum();
@@ -633,20 +625,15 @@ pub fn encode_publish_header(
         first |= 1;
     }
     let has_id = qos != QoS::AtMostOnce;
-    let v5_empty = level == ProtocolLevel::V5;
-    if let (true, Some(x)) = (v5_empty, v5.filter(|x| !x.is_empty())) {
-        return encode_publish_header_v5(topic, first, has_id.then(|| packet_id.unwrap_or(0)), payload_len, x, out);
+    if level == ProtocolLevel::V5 {
+        return encode_publish_header_v5(topic, first, has_id.then(|| packet_id.unwrap_or(0)), payload_len, v5, out);
     }
-    // At 5.0 without properties: a zero property length after the packet id.
-    let header_len = field_len(topic.as_bytes()) + if has_id { 2 } else { 0 } + usize::from(v5_empty);
+    let header_len = field_len(topic.as_bytes()) + if has_id { 2 } else { 0 };
     // Reserve only the header: the caller may reference the payload instead of copying it.
     put_fixed_header(out, first, header_len.saturating_add(payload_len), header_len);
     put_field(out, topic.as_bytes());
     if has_id {
         out.extend_from_slice(&packet_id.unwrap_or(0).to_be_bytes());
-    }
-    if v5_empty {
-        out.push(0);
     }
 }
 
@@ -658,10 +645,10 @@ fn encode_publish_header_v5(
     first: u8,
     packet_id: Option<u16>,
     payload_len: usize,
-    x: &PublishV5Extras<'_>,
+    v5: Option<&PublishV5Extras<'_>>,
     out: &mut Vec<u8>,
 ) {
-    let props = x.properties_len();
+    let props = v5.map_or(0, |x| x.properties_len());
     let header_len = field_len(topic.as_bytes()) + if packet_id.is_some() { 2 } else { 0 } + varint_len(props) + props;
     put_fixed_header(out, first, header_len.saturating_add(payload_len), header_len);
     put_field(out, topic.as_bytes());
@@ -669,7 +656,9 @@ fn encode_publish_header_v5(
         out.extend_from_slice(&id.to_be_bytes());
     }
     put_varint(out, props);
-    x.write(out);
+    if let Some(x) = v5 {
+        x.write(out);
+    }
 }
 
 #[cfg(test)]
