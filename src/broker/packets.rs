@@ -601,7 +601,7 @@ impl Core {
         out
     }
 
-    // Always inlined: a call here costs ~10% of a small fan-in message (callgrind).
+    // Always inlined: out of line it cost ~4% of a small fan-in message (callgrind, benches/ir).
     #[inline(always)]
     fn deliver_to(&mut self, msg: &Message, subscribers: &[Subscriber]) {
         for sub in subscribers {
