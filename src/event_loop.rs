@@ -21,10 +21,13 @@ use crate::config::{Config, Protocol};
 use crate::transport::tls::TlsLayer;
 use crate::transport::{Received, Transport};
 use crate::ws::HandshakeConfig;
+use signal_hook_mio::v1_0::Signals;
 
 /// Tokens at the top of the range are listeners and the waker; connections use slab keys.
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1024;
+/// Below the listeners, above any slab key.
+const SIGNALS: Token = Token(LISTENER_BASE - 1);
 
 /// Bytes read per connection per turn before others get their turn (fairness under floods).
 const READ_BUDGET: usize = 1024 * 1024;
@@ -80,6 +83,8 @@ pub struct Broker {
     security: Option<crate::auth::security::LoadedSecurity>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    /// SIGTERM, SIGINT and SIGHUP as poll events, once `handle_signals` asked for them.
+    signals: Option<Signals>,
 }
 
 /// A connection's socket, its transport, and what the loop tracks about it.
@@ -129,6 +134,7 @@ enum ReadOutcome {
 
 /// The loop's state while serving.
 struct Serving<'a> {
+    signals: Option<&'a mut Signals>,
     poll: &'a mut Poll,
     listeners: &'a mut [Listener],
     /// Sockets by connection token (the core's slab key).
@@ -195,7 +201,20 @@ impl Broker {
                 );
             }
         }
-        Ok(Broker { poll, listeners, config, security: Some(security), stop: Arc::new(AtomicBool::new(false)), waker })
+        let stop = Arc::new(AtomicBool::new(false));
+        Ok(Broker { poll, listeners, config, security: Some(security), stop, waker, signals: None })
+    }
+
+    /// Take SIGTERM and SIGINT as a request to stop cleanly (clients closed, 5.0 ones with
+    /// DISCONNECT 0x8B, output flushed, `run` returns) and SIGHUP as a reload request, through
+    /// the poll (signal-hook's self-pipe; the handler itself only writes a byte). For the
+    /// process's `main`: handlers are process-wide, so a broker embedded in tests does not.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
     }
 
     /// The bound addresses, in configuration order.
@@ -218,6 +237,7 @@ impl Broker {
             None => info!("memory_limit: none."),
         }
         let mut serving = Serving {
+            signals: self.signals.as_mut(),
             poll: &mut self.poll,
             listeners: &mut self.listeners,
             sockets: Vec::new(),
@@ -236,7 +256,8 @@ impl Serving<'_> {
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0u8; READ_CHUNK];
         let mut ready: Vec<Ready> = Vec::new();
-        while !stop.load(Ordering::SeqCst) {
+        let mut stopping = false;
+        while !stopping && !stop.load(Ordering::SeqCst) {
             // Connections resumed at the end of the last turn (a subscriber drained, a slow
             // consumer let its publishers go) are read now, without waiting for an event.
             let timeout = if self.read_again.is_empty() && !self.core.has_resumed() {
@@ -274,6 +295,7 @@ impl Serving<'_> {
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
+                    SIGNALS => stopping |= self.take_signals(),
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
                     Token(t) if self.core.is_closing(t) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -306,6 +328,24 @@ impl Serving<'_> {
         self.drop_closed(now);
         info!("midge stopped.");
         Ok(())
+    }
+
+    /// Signals that arrived: whether one asks to stop. O(signals pending).
+    fn take_signals(&mut self) -> bool {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let Some(signals) = self.signals.as_deref_mut() else { return false };
+        let mut stop = false;
+        for signal in signals.pending() {
+            match signal {
+                SIGTERM | SIGINT => {
+                    info!("midge received {}, stopping.", if signal == SIGTERM { "SIGTERM" } else { "SIGINT" });
+                    stop = true;
+                }
+                SIGHUP => warn!("SIGHUP: reloading password, ACL and certificate files is not implemented yet."),
+                _ => {}
+            }
+        }
+        stop
     }
 
     /// Read every ready connection a chunk at a time, in turns, until each is drained, paused

@@ -50,6 +50,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = broker.handle_signals() {
+        log::warn!("signals will not stop the broker cleanly: {e}");
+    }
     if let Err(e) = broker.run() {
         log::error!("{e}");
         return ExitCode::FAILURE;
