@@ -126,6 +126,9 @@ pub struct Config {
     /// Without `per_listener_settings`: for every listener.
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
+    /// mosquitto's `pid_file`: the process id is written there once the listeners are bound
+    /// (not writable: an error, as in mosquitto) and the file removed on a clean stop.
+    pub pid_file: Option<PathBuf>,
     /// mosquitto's `per_listener_settings`: `allow_anonymous`, `password_file` and `acl_file`
     /// after a `listener` line apply to that listener only.
     pub per_listener_settings: bool,
@@ -182,6 +185,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             allow_anonymous: true,
             password_file: None,
+            pid_file: None,
             acl_file: None,
             per_listener_settings: false,
             max_connect_packet_size: 16 * 1024,
@@ -284,7 +288,6 @@ const LATER_OPTIONS: &[&str] = &[
     "retain_available",
     "set_tcp_nodelay",
     "user",
-    "pid_file",
     "include_dir",
     "websockets_log_level",
     "http_dir",
@@ -386,6 +389,7 @@ pub fn parse_mosquitto_conf(text: &str, path: &Path) -> Result<(Config, Vec<Stri
                     last.auth.allow_anonymous = Some(v);
                 }
             }
+            "pid_file" => config.pid_file = Some(PathBuf::from(one("file name")?)),
             "password_file" | "acl_file" => {
                 let v = PathBuf::from(one("file name")?);
                 let (global, own) = match key {

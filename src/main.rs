@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
+    let pid_file = config.pid_file.clone();
     let mut broker = match midge::Broker::new(*config) {
         Ok(b) => b,
         Err(e) => {
@@ -50,10 +51,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Written once the listeners are bound, so a supervisor that sees it can connect.
+    if let Some(path) = &pid_file {
+        if let Err(e) = std::fs::write(path, std::process::id().to_string()) {
+            log::error!("Error: Unable to write pid file {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     if let Err(e) = broker.handle_signals() {
         log::warn!("signals will not stop the broker cleanly: {e}");
     }
-    if let Err(e) = broker.run() {
+    let result = broker.run();
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Err(e) = result {
         log::error!("{e}");
         return ExitCode::FAILURE;
     }

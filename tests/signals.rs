@@ -103,3 +103,53 @@ fn sigterm_disconnects_clients_and_exits_0() {
 fn sigint_disconnects_clients_and_exits_0() {
     stops_cleanly_on(libc::SIGINT);
 }
+
+#[test]
+fn pid_file_holds_the_pid_while_running_and_is_removed_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("midge-pidfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("midge.pid");
+    let conf = dir.join("midge.conf");
+    let port = free_port();
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npid_file {}\n", pid_file.display()),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_midge"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "midge did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Written right after the listeners are bound (the kernel may accept before that), in
+    // mosquitto's format: the pid, no newline.
+    while std::fs::read_to_string(&pid_file).map_or(true, |s| s.is_empty()) {
+        assert!(Instant::now() < deadline, "no pid file");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), child.id().to_string());
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!pid_file.exists(), "pid file left behind");
+
+    // Not writable: an error at start, not a broker without its pid file.
+    let conf2 = dir.join("bad.conf");
+    std::fs::write(
+        &conf2,
+        format!("listener {} 127.0.0.1\npid_file {}/no/such/dir/midge.pid\n", free_port(), dir.display()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_midge")).arg("-c").arg(&conf2).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unable to write pid file"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
